@@ -1,0 +1,624 @@
+//! The mapping actor: the one owner of a mapping's mutable state.
+//!
+//! It drains its request channel in batches, serves requests in the order
+//! they arrive (queueing those whose bytes are leased, see [`leases`]),
+//! hands syncs to the group commit ([`flush`]) and resizes to the blocking
+//! pool ([`resize`]). It never blocks its thread: every syscall and every
+//! copy larger than [`INLINE_COPY_MAX`] runs on the blocking pool.
+
+pub(crate) mod flush;
+pub(crate) mod leases;
+pub(crate) mod resize;
+
+use std::fs::File;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::handle::{MappedFile, Shared};
+use crate::lease::{Grant, Release};
+use crate::options::{OpenOptions, Opened};
+use crate::region::{self, Span};
+use crate::request::{Envelope, Request};
+use crate::sys::{Mapping, Region};
+use crate::Mode;
+
+use self::flush::{GroupCommit, Plan};
+use self::leases::{Access, Footprint, LeaseTable};
+
+/// Copies up to this many bytes run inline on the actor's thread; larger
+/// ones run on the blocking pool under a temporary lease. Measured with
+/// `benches/throughput.rs` (see docs/PERFORMANCE.md): below this size the
+/// hand-off to the blocking pool costs more than the copy itself.
+pub const INLINE_COPY_MAX: usize = 64 * 1024;
+
+/// How many requests the actor takes from its channel at once.
+const BATCH: usize = 256;
+
+/// A request that waits for its bytes, with what is needed to serve it later.
+struct Pending {
+    request: Request,
+    span: tracing::Span,
+    task: Option<tokio::task::Id>,
+}
+
+/// The task that owns one mapping. Made by
+/// [`OpenOptions::open_unspawned`]; run it with [`run`](MappingActor::run).
+///
+/// Most users never see it: [`OpenOptions::open`] and the
+/// [`MappedFile`] constructors spawn it on the current runtime.
+pub struct MappingActor {
+    rx: mpsc::Receiver<Envelope>,
+    release_tx: mpsc::UnboundedSender<u64>,
+    release_rx: mpsc::UnboundedReceiver<u64>,
+    shared: Arc<Shared>,
+    file: Arc<File>,
+    map: Arc<Mapping>,
+    table: LeaseTable<Pending>,
+    flush: GroupCommit,
+    preallocate: bool,
+    /// `close()` was called: serve nothing new, finish the final flush.
+    closing: bool,
+    /// Every handle is gone: finish what is queued, flush, stop.
+    orphaned: bool,
+}
+
+impl std::fmt::Debug for MappingActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappingActor")
+            .field("path", &self.shared.path)
+            .field("len", &self.map.len())
+            .field("leases", &self.table.active_len())
+            .finish()
+    }
+}
+
+impl MappingActor {
+    pub(crate) fn start(opts: &OpenOptions, opened: Opened) -> (MappedFile, MappingActor) {
+        let (tx, rx) = mpsc::channel(opts.capacity);
+        let (release_tx, release_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(opened.path, opts.mode, opened.map.len()));
+        let actor = MappingActor {
+            rx,
+            release_tx,
+            release_rx,
+            shared: Arc::clone(&shared),
+            file: Arc::new(opened.file),
+            map: Arc::new(opened.map),
+            table: LeaseTable::default(),
+            flush: GroupCommit::default(),
+            preallocate: opts.preallocate,
+            closing: false,
+            orphaned: false,
+        };
+        (MappedFile::new(tx, shared), actor)
+    }
+
+    /// Serves requests until the mapping is closed, or until every handle
+    /// is dropped and the queued requests are done. Then flushes a
+    /// read-write mapping one last time (logging a failure, since nobody is
+    /// left to tell) and returns.
+    ///
+    /// Leases still alive when it returns stay valid: each keeps its own
+    /// mapping generation.
+    pub async fn run(mut self) {
+        let span = tracing::debug_span!("mapping_actor", path = %self.shared.path.display());
+        async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                if self.finished() {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    Some(id) = self.release_rx.recv() => {
+                        self.release(id);
+                        while let Ok(id) = self.release_rx.try_recv() {
+                            self.release(id);
+                        }
+                        self.serve_ready().await;
+                    }
+                    (result, waiters) = self.flush.finished(), if self.flush.busy() => {
+                        self.flushed(result, waiters);
+                    }
+                    n = self.rx.recv_many(&mut batch, BATCH), if !self.orphaned && !self.closing => {
+                        if n == 0 {
+                            tracing::debug!("every handle dropped");
+                            self.orphaned = true;
+                        }
+                        tracing::trace!(requests = n, "batch");
+                        for envelope in batch.drain(..) {
+                            self.serve(envelope).await;
+                        }
+                        if self.table.has_waiting() {
+                            self.serve_ready().await;
+                        }
+                    }
+                }
+                self.start_flush();
+            }
+            self.stop().await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Whether the loop is done: closing with no flush left, or orphaned
+    /// with nothing queued and no flush left.
+    fn finished(&self) -> bool {
+        let flushing = self.flush.busy() || self.flush.has_next();
+        (self.closing && !flushing) || (self.orphaned && !flushing && !self.table.has_waiting())
+    }
+
+    async fn stop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        if self.closing || self.shared.mode != Mode::ReadWrite {
+            return;
+        }
+        // Orphaned: nobody can ask for a flush any more, so make what they
+        // wrote durable now and log a failure.
+        let file = Arc::clone(&self.file);
+        match tokio::task::spawn_blocking(move || file.sync_data()).await {
+            Ok(Ok(())) => tracing::debug!("final flush done"),
+            Ok(Err(err)) => tracing::error!(%err, path = %self.shared.path.display(), "final flush failed"),
+            Err(err) => tracing::error!(%err, "final flush task failed"),
+        }
+    }
+
+    fn release(&mut self, id: u64) {
+        if !self.table.release(id) {
+            tracing::warn!(id, "release of an unknown lease");
+        }
+    }
+
+    fn start_flush(&mut self) {
+        if self.shared.poisoned.get().is_some() {
+            for reply in self.flush.take_next() {
+                let _ = reply.send(Err(self.poisoned()));
+            }
+            return;
+        }
+        self.flush.start(&self.file, &self.map);
+    }
+
+    fn poisoned(&self) -> Error {
+        Error::Poisoned {
+            path: self.shared.path.clone(),
+            kind: self.shared.poisoned.get().copied().unwrap_or(std::io::ErrorKind::Other),
+        }
+    }
+
+    fn flushed(&mut self, result: std::io::Result<()>, waiters: Vec<crate::request::Reply<()>>) {
+        match result {
+            Ok(()) => {
+                tracing::debug!(waiters = waiters.len(), "sync done");
+                for reply in waiters {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(source) => {
+                let err = Error::io("sync", &self.shared.path, source);
+                tracing::error!(%err, waiters = waiters.len(), "sync failed; the mapping is poisoned");
+                let _ = self.shared.poisoned.set(err.io_kind().unwrap_or(std::io::ErrorKind::Other));
+                for reply in waiters {
+                    let _ = reply.send(Err(err.duplicate()));
+                }
+            }
+        }
+    }
+
+    /// Serves one request from the channel: now, queued, or refused.
+    async fn serve(&mut self, envelope: Envelope) {
+        let Envelope {
+            request,
+            wait,
+            span,
+            task,
+        } = envelope;
+        if request.abandoned() {
+            return;
+        }
+        if self.closing {
+            request.fail(Error::Closed);
+            return;
+        }
+        let footprint = match self.footprint(&request) {
+            Ok(fp) => fp,
+            Err(err) => {
+                request.fail(err);
+                return;
+            }
+        };
+        let pending = Pending {
+            request,
+            span,
+            task,
+        };
+        match footprint {
+            Some(fp) if !self.table.admits(&fp) => {
+                if !wait {
+                    let op = pending.request.op();
+                    pending.request.fail(Error::Conflict {
+                        op,
+                        offset: fp.span.start,
+                        len: fp.span.len(),
+                    });
+                    return;
+                }
+                if self.table.held_by(&fp, pending.task) {
+                    let _g = pending.span.enter();
+                    tracing::warn!(
+                        op = pending.request.op(),
+                        offset = fp.span.start,
+                        "request waits on a lease taken by the same task; \
+                         if that task still holds it, this never completes (use the try_ variant)"
+                    );
+                }
+                self.table.enqueue(fp, pending);
+            }
+            _ => self.execute(pending).await,
+        }
+    }
+
+    /// Serves every queued request that has become free, in order.
+    async fn serve_ready(&mut self) {
+        while let Some(ready) = self.table.next_ready(|p| p.request.abandoned()) {
+            self.execute(ready.payload).await;
+        }
+    }
+
+    /// The bytes a request touches, or `None` for requests that touch none
+    /// (flush, close). Errors are immediate refusals (an overflowing range).
+    fn footprint(&self, request: &Request) -> Result<Option<Footprint>> {
+        let file_len = self.map.len();
+        let span = |offset: u64, len: u64| {
+            Span::new(offset, len).ok_or(Error::OutOfBounds {
+                offset,
+                len,
+                file_len,
+            })
+        };
+        let fp = match request {
+            Request::Load { offset, len, .. } | Request::Populate { offset, len, .. } => Footprint {
+                span: span(*offset, *len)?,
+                access: Access::Read,
+            },
+            Request::Update { offset, data, .. } => Footprint {
+                span: span(*offset, data.len() as u64)?,
+                access: Access::Write,
+            },
+            Request::Modify { offset, len, .. } => Footprint {
+                span: span(*offset, *len)?,
+                access: Access::Write,
+            },
+            Request::Lease {
+                offset, len, kind, ..
+            } => Footprint {
+                span: span(*offset, *len)?,
+                access: Access::from(*kind),
+            },
+            Request::Resize { new_len, .. } => Footprint {
+                span: Span::tail((*new_len).min(file_len)),
+                access: Access::Write,
+            },
+            Request::Flush { .. } | Request::Close { .. } => return Ok(None),
+        };
+        Ok(Some(fp))
+    }
+
+    /// Runs an admitted request.
+    async fn execute(&mut self, pending: Pending) {
+        let Pending {
+            request,
+            span,
+            task,
+        } = pending;
+        if let Request::Resize { new_len, reply } = request {
+            let result = self.resize(new_len).instrument(span).await;
+            let _ = reply.send(result);
+            return;
+        }
+        if let Request::Close { reply } = request {
+            self.close(reply);
+            return;
+        }
+        let _enter = span.enter();
+        let op = request.op();
+        // A bug in serving one request must fail that request only; the
+        // reply sender it owned is dropped, which its caller reports as
+        // `Panicked` (the actor is still alive).
+        if catch_unwind(AssertUnwindSafe(|| self.execute_inline(request, task))).is_err() {
+            tracing::error!(op, "request panicked inside the actor");
+        }
+    }
+
+    fn execute_inline(&mut self, request: Request, task: Option<tokio::task::Id>) {
+        let file_len = self.map.len();
+        match request {
+            Request::Load { offset, len, reply } => {
+                let result = region::check(offset, len, file_len).and_then(|span| self.load(span));
+                match result {
+                    Ok(Some(bytes)) => {
+                        let _ = reply.send(Ok(bytes));
+                    }
+                    Ok(None) => self.load_blocking(offset, len, reply, task),
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Request::Update {
+                offset,
+                data,
+                reply,
+            } => {
+                if let Err(err) = region::check(offset, data.len() as u64, file_len) {
+                    let _ = reply.send(Err(err));
+                } else if data.len() > INLINE_COPY_MAX {
+                    self.update_blocking(offset, data, reply, task);
+                } else {
+                    let fp = Footprint {
+                        span: Span {
+                            start: offset,
+                            end: offset + data.len() as u64,
+                        },
+                        access: Access::Write,
+                    };
+                    let cleared = self.table.clear(&fp).expect("admitted request is clear");
+                    self.map.write(&cleared, offset, &data);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Request::Modify {
+                offset,
+                len,
+                f,
+                reply,
+            } => {
+                let result = region::check(offset, len, file_len).and_then(|span| {
+                    let len = usize::try_from(len).map_err(|_| Error::OutOfBounds {
+                        offset,
+                        len,
+                        file_len,
+                    })?;
+                    let fp = Footprint {
+                        span,
+                        access: Access::Write,
+                    };
+                    let cleared = self.table.clear(&fp).expect("admitted request is clear");
+                    self.map
+                        .with_mut(&cleared, offset, len, |bytes| {
+                            catch_unwind(AssertUnwindSafe(|| f(bytes)))
+                        })
+                        .map_err(|_| Error::Panicked { op: "modify" })
+                });
+                let _ = reply.send(result);
+            }
+            Request::Lease {
+                offset,
+                len,
+                kind,
+                reply,
+            } => {
+                let result = region::check(offset, len, file_len).and_then(|span| {
+                    self.grant(
+                        Footprint {
+                            span,
+                            access: Access::from(kind),
+                        },
+                        task,
+                    )
+                });
+                // If the caller is gone, the grant drops here and releases.
+                let _ = reply.send(result);
+            }
+            Request::Populate { offset, len, reply } => {
+                match region::check(offset, len, file_len).and_then(|span| {
+                    self.grant(
+                        Footprint {
+                            span,
+                            access: Access::Read,
+                        },
+                        task,
+                    )
+                }) {
+                    Ok(grant) => {
+                        let path = self.shared.path.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let result = grant
+                                .region
+                                .mapping()
+                                .populate(offset, len)
+                                .map_err(|e| Error::io("madvise", &path, e));
+                            drop(grant);
+                            let _ = reply.send(result);
+                        });
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Request::Flush { range, reply } => self.flush_request(range, reply),
+            Request::Resize { reply, .. } | Request::Close { reply } => {
+                // Served in `execute`; unreachable, but answer rather than hang.
+                let _ = reply.send(Err(Error::Panicked { op: "dispatch" }));
+            }
+        }
+    }
+
+    /// Copies `span` inline when small; `Ok(None)` asks for the blocking path.
+    fn load(&self, span: Span) -> Result<Option<Bytes>> {
+        let len = span.len() as usize;
+        if len > INLINE_COPY_MAX {
+            return Ok(None);
+        }
+        let fp = Footprint {
+            span,
+            access: Access::Read,
+        };
+        let cleared = self.table.clear(&fp).expect("admitted request is clear");
+        let mut buf = vec![0u8; len];
+        self.map.read(&cleared, span.start, &mut buf);
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    /// A large load: a temporary shared lease, copied on the blocking pool.
+    fn load_blocking(
+        &mut self,
+        offset: u64,
+        len: u64,
+        reply: crate::request::Reply<Bytes>,
+        task: Option<tokio::task::Id>,
+    ) {
+        let fp = Footprint {
+            span: Span {
+                start: offset,
+                end: offset + len,
+            },
+            access: Access::Read,
+        };
+        match self.grant(fp, task) {
+            Ok(grant) => {
+                tokio::task::spawn_blocking(move || {
+                    let bytes = Bytes::copy_from_slice(grant.region.bytes());
+                    drop(grant);
+                    let _ = reply.send(Ok(bytes));
+                });
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    /// A large update: a temporary exclusive lease, copied on the blocking
+    /// pool. Later requests for the same bytes wait for its release, so the
+    /// order of requests is kept.
+    fn update_blocking(
+        &mut self,
+        offset: u64,
+        data: Bytes,
+        reply: crate::request::Reply<()>,
+        task: Option<tokio::task::Id>,
+    ) {
+        let fp = Footprint {
+            span: Span {
+                start: offset,
+                end: offset + data.len() as u64,
+            },
+            access: Access::Write,
+        };
+        match self.grant(fp, task) {
+            Ok(mut grant) => {
+                tokio::task::spawn_blocking(move || {
+                    grant.region.bytes_mut().copy_from_slice(&data);
+                    drop(grant);
+                    let _ = reply.send(Ok(()));
+                });
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    /// Registers a lease on the current generation.
+    fn grant(&mut self, fp: Footprint, task: Option<tokio::task::Id>) -> Result<Grant> {
+        let Some(ticket) = self.table.register(fp, task) else {
+            return Err(Error::Conflict {
+                op: "lease",
+                offset: fp.span.start,
+                len: fp.span.len(),
+            });
+        };
+        let release = Release::new(ticket.id(), self.release_tx.clone());
+        match Region::new(Arc::clone(&self.map), &ticket) {
+            Some(region) => Ok(Grant {
+                region,
+                offset: fp.span.start,
+                _release: release,
+            }),
+            None => {
+                // Dropping `release` unregisters the ticket.
+                drop(release);
+                Err(Error::OutOfBounds {
+                    offset: fp.span.start,
+                    len: fp.span.len(),
+                    file_len: self.map.len(),
+                })
+            }
+        }
+    }
+
+    fn flush_request(&mut self, range: Option<(u64, u64)>, reply: crate::request::Reply<()>) {
+        if self.shared.mode != Mode::ReadWrite {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        if self.shared.poisoned.get().is_some() {
+            let _ = reply.send(Err(self.poisoned()));
+            return;
+        }
+        let plan = match range {
+            None => Plan::Full,
+            Some((offset, len)) => match region::check(offset, len, self.map.len()) {
+                Ok(span) if span.len() == 0 => {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                Ok(span) => Plan::Range(span),
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                    return;
+                }
+            },
+        };
+        self.flush.push(plan, reply);
+    }
+
+    async fn resize(&mut self, new_len: u64) -> Result<()> {
+        let old_len = self.map.len();
+        if new_len == old_len {
+            return Ok(());
+        }
+        let file = Arc::clone(&self.file);
+        let path = self.shared.path.clone();
+        let preallocate = self.preallocate;
+        tracing::debug!(old_len, new_len, "resize");
+        let map = tokio::task::spawn_blocking(move || {
+            resize::resize_blocking(&file, &path, old_len, new_len, preallocate)
+        })
+        .await
+        .map_err(|_| Error::Panicked { op: "resize" })??;
+        self.map = Arc::new(map);
+        self.shared.len.store(new_len, Ordering::Release);
+        Ok(())
+    }
+
+    fn close(&mut self, reply: crate::request::Reply<()>) {
+        self.closing = true;
+        self.shared.closed.store(true, Ordering::Release);
+        self.rx.close();
+        while let Ok(envelope) = self.rx.try_recv() {
+            envelope.request.fail(Error::Closed);
+        }
+        for waiting in self.table.drain_waiting() {
+            waiting.payload.request.fail(Error::Closed);
+        }
+        if self.shared.mode == Mode::ReadWrite {
+            if self.shared.poisoned.get().is_some() {
+                let _ = reply.send(Err(self.poisoned()));
+            } else {
+                self.flush.push(Plan::Full, reply);
+            }
+        } else {
+            let _ = reply.send(Ok(()));
+        }
+    }
+}

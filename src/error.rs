@@ -1,0 +1,163 @@
+//! The crate's error type: conditions, each with the context to act on it.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::Mode;
+
+/// Everything that can go wrong in `mmap-actor`.
+///
+/// Variants name a *condition* (what was wrong with the request or the file)
+/// and carry the numbers and path needed to act on it. I/O failures keep the
+/// operating system's [`io::Error`] as their [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The range `[offset, offset + len)` is not inside the file (the end
+    /// may also have overflowed `u64`).
+    #[error("range at offset {offset} of length {len} is outside the file of {file_len} bytes")]
+    OutOfBounds {
+        /// Start of the requested range.
+        offset: u64,
+        /// Length of the requested range.
+        len: u64,
+        /// Length of the file (of the mapping generation checked) at the time.
+        file_len: u64,
+    },
+    /// An atomic view must start at a multiple of its width.
+    #[error("offset {offset} is not a multiple of {align}")]
+    Misaligned {
+        /// Requested offset.
+        offset: u64,
+        /// Required alignment in bytes.
+        align: u64,
+    },
+    /// The mapping's mode does not allow the operation (a write on a
+    /// read-only mapping, a resize of a copy-on-write mapping).
+    #[error("{op} is not allowed on a {mode:?} mapping")]
+    ReadOnly {
+        /// The refused operation.
+        op: &'static str,
+        /// The mapping's mode.
+        mode: Mode,
+    },
+    /// A `try_` call found the range held by a conflicting lease or by a
+    /// request queued before it, and did not wait.
+    #[error("{op} at offset {offset} of length {len} conflicts with a live lease or a queued request")]
+    Conflict {
+        /// The refused operation.
+        op: &'static str,
+        /// Start of the requested range.
+        offset: u64,
+        /// Length of the requested range.
+        len: u64,
+    },
+    /// The mapping was closed, or its actor has stopped.
+    #[error("the mapping is closed")]
+    Closed,
+    /// An earlier sync of this file failed: its data may be lost, and every
+    /// later flush fails until the file is reopened.
+    #[error("an earlier flush of {path} failed ({kind}); reopen the file to recover")]
+    Poisoned {
+        /// The file.
+        path: PathBuf,
+        /// The kind of the original failure.
+        kind: io::ErrorKind,
+    },
+    /// Another cooperating handle holds the file's advisory lock.
+    #[error("{path} is locked by another mapping")]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A request panicked inside the actor; only this request failed.
+    #[error("{op} panicked inside the mapping actor")]
+    Panicked {
+        /// The operation that panicked.
+        op: &'static str,
+    },
+    /// A system call failed.
+    #[error("{op} failed on {path}: {source}")]
+    Io {
+        /// What was being done (`"open"`, `"fdatasync"`, `"fallocate"`, ...).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The [`io::ErrorKind`] behind an [`Error::Io`] or [`Error::Poisoned`],
+    /// if any.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            Error::Poisoned { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// The raw OS error number behind an [`Error::Io`], if any.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A copy of this error, for replying the same failure to several
+    /// waiters (a group commit). `io::Error` is not `Clone`: the copy keeps
+    /// the OS error number or the kind and message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::OutOfBounds {
+                offset,
+                len,
+                file_len,
+            } => Error::OutOfBounds {
+                offset: *offset,
+                len: *len,
+                file_len: *file_len,
+            },
+            Error::Misaligned { offset, align } => Error::Misaligned {
+                offset: *offset,
+                align: *align,
+            },
+            Error::ReadOnly { op, mode } => Error::ReadOnly { op, mode: *mode },
+            Error::Conflict { op, offset, len } => Error::Conflict {
+                op,
+                offset: *offset,
+                len: *len,
+            },
+            Error::Closed => Error::Closed,
+            Error::Poisoned { path, kind } => Error::Poisoned {
+                path: path.clone(),
+                kind: *kind,
+            },
+            Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::Panicked { op } => Error::Panicked { op },
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

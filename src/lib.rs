@@ -1,0 +1,126 @@
+//! Async-first, tokio-integrated memory-mapped file I/O.
+//!
+//! Each mapping is owned by one **actor task** ([`MappingActor`]); a cheap,
+//! cloneable handle ([`MappedFile`]) sends it requests (load, update, flush,
+//! resize, leases) over a bounded channel and awaits the answers. Nothing
+//! parks an executor thread: every syscall (`msync`, `fdatasync`,
+//! `ftruncate`, `fallocate`, `mmap`) and every large copy runs on tokio's
+//! blocking pool, and waiting for a view to be released is a future, not a
+//! lock.
+//!
+//! # Quick start
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> mmap_actor::Result<()> {
+//! use mmap_actor::MappedFile;
+//! use std::sync::atomic::Ordering;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let file = MappedFile::create(dir.path().join("data.bin"), 1 << 20).await?;
+//! file.update(100, b"hello".to_vec()).await?;     // visible to every handle now
+//! let bytes = file.load(100, 5).await?;            // an owned copy
+//! assert_eq!(&bytes[..], b"hello");
+//!
+//! let seg = file.segment(100, 5).await?;           // zero-copy lease
+//! assert_eq!(&seg[..], b"hello");
+//! drop(seg);
+//!
+//! let hits = file.atomic_u64(64).await?;           // an AtomicU64 in the file
+//! hits.fetch_add(1, Ordering::Relaxed);
+//!
+//! file.flush().await?;                             // durable when Ok
+//! file.resize(4 << 20).await?;                     // grow: `hits` stays valid
+//! assert_eq!(file.len(), 4 << 20);
+//! file.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The model
+//!
+//! - **One actor per mapping.** It owns the file, the current mapping
+//!   *generation* (one `mmap` at one length), the lease table and the flush
+//!   queue. It drains its channel in batches and serves requests in order.
+//!   It stops on [`MappedFile::close`], or once every handle is dropped and
+//!   what was queued is done (it then flushes one last time, logging a
+//!   failure).
+//! - **Generations.** A resize maps the file anew; the old generation stays
+//!   mapped for as long as a lease holds it. Two `MAP_SHARED` mappings of a
+//!   file share its page-cache pages, so old and new generations see the same
+//!   bytes.
+//! - **Leases.** [`Segment`] (shared `&[u8]`), [`SegmentMut`] (exclusive
+//!   `&mut [u8]`) and [`AtomicView`] (`&AtomicU32`, `&AtomicU64`, slices)
+//!   are views registered in the actor's lease table. Overlapping segments
+//!   coexist; overlapping atomic views of the same width coexist; anything
+//!   else that overlaps waits, first come first served, and every waiting
+//!   call has a `try_` twin that fails with [`Error::Conflict`]. Dropping a
+//!   lease tells the actor, which is how a shrink *awaits* the views it must
+//!   outlive. A shrink waits only for leases that overlap the cut tail; a
+//!   grow never waits.
+//!
+//! # Durability
+//!
+//! - A completed [`update`](MappedFile::update) (or a write through a
+//!   [`SegmentMut`] or [`AtomicView`]) is in the kernel's page cache: it
+//!   survives a crash of this process without any flush.
+//! - [`flush`](MappedFile::flush) makes every write that completed before it
+//!   was called survive power loss or a kernel crash: it returns `Ok` only
+//!   after `fdatasync` of the file succeeded ([`flush_range`] uses
+//!   `msync(MS_SYNC)` on the range). It never uses `MS_ASYNC`, which does
+//!   nothing on Linux. Flushes that arrive while a sync runs share the next
+//!   one (group commit).
+//! - Creating a file syncs its directory; every resize syncs the new length.
+//! - A failed sync is an error for every flush it served, and it
+//!   **poisons** the mapping: the kernel reports a write-back error once, so
+//!   a later sync could succeed although data was lost. Every later flush
+//!   fails with [`Error::Poisoned`] until the file is reopened.
+//! - Copy-on-write mappings never write to the file; their flush is an `Ok`
+//!   no-op.
+//!
+//! [`flush_range`]: MappedFile::flush_range
+//!
+//! # Soundness
+//!
+//! Safe code cannot get a reference into mapped memory that another access
+//! through this library conflicts with: the lease table enforces the
+//! compatibility rules above, and all pointer arithmetic (bounds checked
+//! against the length of the lease's own generation) lives in one private
+//! module. What this library cannot control is *other processes*, or other
+//! code in this process using the same file without it:
+//!
+//! - If the file is **truncated by someone else** while mapped, touching a
+//!   page past the new end raises `SIGBUS`, which kills the process.
+//!   [`OpenOptions::lock`] takes an advisory `flock` so cooperating mappings
+//!   refuse to map a file another one has mapped for writing.
+//! - If the file is **written by someone else**, the bytes behind a
+//!   [`Segment`] may change while you read them (you see torn data, as with
+//!   any shared memory).
+//! - Growing reserves blocks with `posix_fallocate` so that a full disk is an
+//!   `ENOSPC` error from [`resize`](MappedFile::resize), not a `SIGBUS`
+//!   later. With [`OpenOptions::preallocate`]`(false)` (huge sparse files)
+//!   that protection is off.
+//!
+//! # Waiting on yourself
+//!
+//! A task that holds a lease and then awaits a request that conflicts with
+//! it (an update of the same bytes, a shrink that cuts it) never completes:
+//! the request waits for the lease, and the lease waits for the task. The
+//! actor logs a warning when a request waits on a lease taken by the same
+//! task; the `try_` twins fail fast instead.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod actor;
+mod error;
+mod handle;
+mod lease;
+mod options;
+mod region;
+mod request;
+mod sys;
+
+pub use actor::{MappingActor, INLINE_COPY_MAX};
+pub use error::{Error, Result};
+pub use handle::MappedFile;
+pub use lease::{AtomicTarget, AtomicView, Segment, SegmentMut};
+pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};
