@@ -108,7 +108,7 @@
 //! actor logs a warning when a request waits on a lease taken by the same
 //! task; the `try_` twins fail fast instead.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 mod actor;
 mod error;
@@ -121,6 +121,6 @@ mod sys;
 
 pub use actor::{MappingActor, INLINE_COPY_MAX};
 pub use error::{Error, Result};
-pub use handle::MappedFile;
+pub use handle::{MappedFile, DIRECT_MAX};
 pub use lease::{AtomicTarget, AtomicView, Segment, SegmentMut};
 pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};

@@ -30,7 +30,10 @@ impl Span {
 
     /// Whether the two ranges share a byte. Empty ranges share none.
     pub(crate) fn overlaps(&self, other: &Span) -> bool {
-        self.start < other.end && other.start < self.end
+        self.start < self.end
+            && other.start < other.end
+            && self.start < other.end
+            && other.start < self.end
     }
 }
 

@@ -125,6 +125,9 @@ pub(crate) struct Envelope {
     pub(crate) request: Request,
     /// `false` for `try_` calls: fail with `Conflict` instead of queueing.
     pub(crate) wait: bool,
+    /// The handle took a hold on the direct path for this request; the
+    /// actor releases it once the request is served.
+    pub(crate) held: bool,
     /// The caller's span, entered while the actor serves the request.
     pub(crate) span: tracing::Span,
     /// The calling task, to detect a task waiting on its own lease.

@@ -60,6 +60,9 @@ pub struct MappingActor {
     file: Arc<File>,
     map: Arc<Mapping>,
     table: LeaseTable<Pending>,
+    /// Whether the actor holds the direct path closed because it has
+    /// leases, waiting requests, or is closing (see `sys::gate`).
+    holding: bool,
     flush: GroupCommit,
     preallocate: bool,
     /// `close()` was called: serve nothing new, finish the final flush.
@@ -82,15 +85,17 @@ impl MappingActor {
     pub(crate) fn start(opts: &OpenOptions, opened: Opened) -> (MappedFile, MappingActor) {
         let (tx, rx) = mpsc::channel(opts.capacity);
         let (release_tx, release_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(opened.path, opts.mode, opened.map.len()));
+        let map = Arc::new(opened.map);
+        let shared = Arc::new(Shared::new(opened.path, opts.mode, Arc::clone(&map)));
         let actor = MappingActor {
             rx,
             release_tx,
             release_rx,
             shared: Arc::clone(&shared),
             file: Arc::new(opened.file),
-            map: Arc::new(opened.map),
+            map,
             table: LeaseTable::default(),
+            holding: false,
             flush: GroupCommit::default(),
             preallocate: opts.preallocate,
             closing: false,
@@ -122,6 +127,7 @@ impl MappingActor {
                             self.release(id);
                         }
                         self.serve_ready().await;
+                        self.sync_hold();
                     }
                     (result, waiters) = self.flush.finished(), if self.flush.busy() => {
                         self.flushed(result, waiters);
@@ -137,6 +143,7 @@ impl MappingActor {
                         }
                         if self.table.has_waiting() {
                             self.serve_ready().await;
+                            self.sync_hold();
                         }
                     }
                 }
@@ -212,13 +219,40 @@ impl MappingActor {
         }
     }
 
-    /// Serves one request from the channel: now, queued, or refused.
+    /// Serves one request from the channel, then releases the hold its
+    /// handle took on the direct path (after the actor took its own, if the
+    /// request left a lease or a waiter behind).
     async fn serve(&mut self, envelope: Envelope) {
+        let held = envelope.held;
+        self.serve_request(envelope).await;
+        self.sync_hold();
+        if held {
+            self.shared.gate.unhold();
+        }
+    }
+
+    /// Holds the direct path closed exactly while the lease table is not
+    /// empty or the mapping is closing.
+    fn sync_hold(&mut self) {
+        let want = self.closing || self.table.active_len() > 0 || self.table.has_waiting();
+        if want != self.holding {
+            if want {
+                self.shared.gate.hold();
+            } else {
+                self.shared.gate.unhold();
+            }
+            self.holding = want;
+        }
+    }
+
+    /// Serves one request: now, queued, or refused.
+    async fn serve_request(&mut self, envelope: Envelope) {
         let Envelope {
             request,
             wait,
             span,
             task,
+            held: _,
         } = envelope;
         if request.abandoned() {
             return;
@@ -319,6 +353,7 @@ impl MappingActor {
             task,
         } = pending;
         if let Request::Resize { new_len, reply } = request {
+            self.shared.gate.drain().await;
             let result = self.resize(new_len).instrument(span).await;
             let _ = reply.send(result);
             return;
@@ -326,6 +361,12 @@ impl MappingActor {
         if let Request::Close { reply } = request {
             self.close(reply);
             return;
+        }
+        if !matches!(request, Request::Flush { .. }) {
+            // A hold is in place (the request's own, or the actor's while
+            // requests wait): once no direct operation is in flight, the
+            // bytes are the actor's to touch and lease.
+            self.shared.gate.drain().await;
         }
         let _enter = span.enter();
         let op = request.op();
@@ -596,16 +637,22 @@ impl MappingActor {
         })
         .await
         .map_err(|_| Error::Panicked { op: "resize" })??;
-        self.map = Arc::new(map);
+        let map = Arc::new(map);
+        publish(&self.shared, Arc::clone(&map)).await;
+        self.map = map;
         self.shared.len.store(new_len, Ordering::Release);
         Ok(())
     }
 
     fn close(&mut self, reply: crate::request::Reply<()>) {
         self.closing = true;
+        self.sync_hold();
         self.shared.closed.store(true, Ordering::Release);
         self.rx.close();
         while let Ok(envelope) = self.rx.try_recv() {
+            if envelope.held {
+                self.shared.gate.unhold();
+            }
             envelope.request.fail(Error::Closed);
         }
         for waiting in self.table.drain_waiting() {
@@ -620,5 +667,19 @@ impl MappingActor {
         } else {
             let _ = reply.send(Ok(()));
         }
+    }
+}
+
+/// Makes `map` the generation direct operations use. Called with a hold in
+/// place (the resize request's).
+async fn publish(shared: &Shared, map: Arc<Mapping>) {
+    loop {
+        if let Some(exclusive) = shared.gate.try_exclusive() {
+            exclusive.publish(map);
+            return;
+        }
+        // A direct operation is in flight (or backing off); the hold in
+        // place keeps new ones out, so this drains.
+        shared.gate.drain().await;
     }
 }

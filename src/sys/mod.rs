@@ -16,11 +16,13 @@
 //! types [`Cleared`] and [`Ticket`] can only be minted there.
 #![allow(unsafe_code)]
 
+pub(crate) mod gate;
+
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
@@ -166,6 +168,49 @@ impl Mapping {
         // and `span`); `data` cannot overlap the mapping's bytes unless it
         // is itself a lease, and `Cleared` proves no lease covers them.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.wrapping_add(start), data.len()) }
+    }
+
+    /// The bytes `[start, start + len)` as atomics, for direct operations.
+    fn atomic_bytes(&self, start: usize, len: usize) -> &[AtomicU8] {
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller checked `[start, start + len)` with `span`, so
+        // it lies inside the live mapping (struct invariant); `AtomicU8` has
+        // the size and alignment of `u8`; direct operations touch these bytes
+        // only through atomics, and the gate keeps them apart from every
+        // plain access (leases and the actor's own copies).
+        unsafe { std::slice::from_raw_parts(self.ptr.wrapping_add(start).cast::<AtomicU8>(), len) }
+    }
+
+    /// A direct load: copies `buf.len()` bytes at `offset` into `buf`
+    /// through relaxed atomic byte loads. Returns `false` (copying nothing)
+    /// when the range is outside this generation.
+    pub(crate) fn read_direct(&self, _entered: &gate::Entered<'_, Mapping>, offset: u64, buf: &mut [u8]) -> bool {
+        let Some(start) = self.span(offset, buf.len()) else {
+            return false;
+        };
+        let len = buf.len();
+        for (dst, src) in buf.iter_mut().zip(self.atomic_bytes(start, len)) {
+            *dst = src.load(Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// A direct update: copies `data` to `offset` through relaxed atomic byte
+    /// stores. Returns `false` (writing nothing) when the range is outside
+    /// this generation or the mapping is read-only.
+    pub(crate) fn write_direct(&self, _entered: &gate::Entered<'_, Mapping>, offset: u64, data: &[u8]) -> bool {
+        if !self.writable {
+            return false;
+        }
+        let Some(start) = self.span(offset, data.len()) else {
+            return false;
+        };
+        for (dst, src) in self.atomic_bytes(start, data.len()).iter().zip(data) {
+            dst.store(*src, Ordering::Relaxed);
+        }
+        true
     }
 
     /// Gives the writable bytes `[offset, offset + len)` to `f`.

@@ -1,0 +1,106 @@
+//! `close`, dropping every handle, and leases that outlive the handles.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use mmap_actor::{Error, MappedFile};
+
+#[tokio::test]
+async fn after_close_every_call_on_every_handle_is_closed() {
+    let s = common::Scratch::new();
+    let path = s.path("close");
+    let file = MappedFile::create(&path, 8192).await.unwrap();
+    let other = file.clone();
+    file.update(0, &b"before close"[..]).await.unwrap();
+    file.close().await.unwrap();
+    assert!(file.is_closed() && other.is_closed());
+    let closed = |r: Result<(), Error>| assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    closed(other.update(0, &b"x"[..]).await);
+    closed(other.update(0, vec![0u8; 100_000]).await);
+    closed(other.load(0, 1).await.map(|_| ()));
+    closed(other.load(0, 8192).await.map(|_| ()));
+    closed(other.flush().await);
+    closed(other.flush_range(0, 1).await);
+    closed(other.resize(1).await);
+    closed(other.segment(0, 1).await.map(|_| ()));
+    closed(other.atomic_u64(0).await.map(|_| ()));
+    closed(other.close().await);
+    assert_eq!(&std::fs::read(&path).unwrap()[..12], b"before close");
+}
+
+#[tokio::test]
+async fn close_answers_queued_waiters() {
+    let s = common::Scratch::new();
+    let file = s.file("queued", 4096).await;
+    let held = file.segment_mut(0, 16).await.unwrap();
+    let waiter = {
+        let f = file.clone();
+        tokio::spawn(async move { f.load(0, 16).await })
+    };
+    tokio::task::yield_now().await;
+    while !file.try_load(0, 16).await.is_err_and(|e| matches!(e, Error::Conflict { .. })) {
+        tokio::task::yield_now().await;
+    }
+    file.close().await.unwrap();
+    assert!(matches!(waiter.await.unwrap(), Err(Error::Closed)));
+    // The lease stays valid after close.
+    assert_eq!(held.len(), 16);
+}
+
+#[tokio::test]
+async fn dropping_every_handle_flushes_and_stops_the_actor() {
+    let s = common::Scratch::new();
+    let path = s.path("dropped");
+    let (file, actor) = MappedFile::options()
+        .create(true)
+        .len(4096)
+        .open_unspawned(&path)
+        .await
+        .unwrap();
+    let actor = tokio::spawn(actor.run());
+    let clone = file.clone();
+    file.update(10, &b"last words"[..]).await.unwrap();
+    drop(file);
+    assert!(!actor.is_finished());
+    drop(clone);
+    // The actor ends by itself once the handles are gone.
+    tokio::time::timeout(std::time::Duration::from_secs(30), actor)
+        .await
+        .expect("actor stopped")
+        .unwrap();
+    assert_eq!(&std::fs::read(&path).unwrap()[10..20], b"last words");
+}
+
+#[tokio::test]
+async fn leases_outlive_the_handles_and_the_actor() {
+    let s = common::Scratch::new();
+    let file = s.file("outlive", 4096).await;
+    file.update(0, &b"still mapped"[..]).await.unwrap();
+    let seg = file.segment(0, 12).await.unwrap();
+    let counter = file.atomic_u64(64).await.unwrap();
+    file.close().await.unwrap();
+    drop(file);
+    assert_eq!(&seg[..], b"still mapped");
+    counter.fetch_add(2, Ordering::SeqCst);
+    // Dropped on another thread, after the actor stopped: fine.
+    std::thread::spawn(move || {
+        assert_eq!(counter.load(Ordering::SeqCst), 2);
+        drop(counter);
+        drop(seg);
+    })
+    .join()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn handle_facts_need_no_round_trip() {
+    let s = common::Scratch::new();
+    let file = s.file("facts", 10).await;
+    assert_eq!(file.len(), 10);
+    assert!(!file.is_empty());
+    assert!(!file.is_poisoned());
+    assert!(!file.is_closed());
+    assert_eq!(file.mode(), mmap_actor::Mode::ReadWrite);
+    assert!(file.path().ends_with("facts"));
+}
