@@ -43,7 +43,9 @@ pub enum Error {
     },
     /// A `try_` call found the range held by a conflicting lease or by a
     /// request queued before it, and did not wait.
-    #[error("{op} at offset {offset} of length {len} conflicts with a live lease or a queued request")]
+    #[error(
+        "{op} at offset {offset} of length {len} conflicts with a live lease or a queued request"
+    )]
     Conflict {
         /// The refused operation.
         op: &'static str,

@@ -128,7 +128,12 @@ impl MappedFile {
     /// The open runs to completion on the blocking pool even if the future
     /// is dropped; the file may then exist.
     pub async fn create(path: impl AsRef<Path>, len: u64) -> Result<MappedFile> {
-        OpenOptions::new().create(true).truncate(true).len(len).open(path).await
+        OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .len(len)
+            .open(path)
+            .await
     }
 
     /// Creates a new file of `len` zero bytes, failing if it exists.
@@ -142,7 +147,11 @@ impl MappedFile {
     ///
     /// As [`create`](Self::create).
     pub async fn create_new(path: impl AsRef<Path>, len: u64) -> Result<MappedFile> {
-        OpenOptions::new().create_new(true).len(len).open(path).await
+        OpenOptions::new()
+            .create_new(true)
+            .len(len)
+            .open(path)
+            .await
     }
 
     /// Opens an existing file read-write (an empty file is fine).
@@ -300,7 +309,7 @@ impl MappedFile {
         if len > DIRECT_MAX as u64 {
             return None;
         }
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.is_closed() {
             return Some(Err(Error::Closed));
         }
         // Keep a task that loops on direct calls from starving its runtime.
@@ -327,7 +336,7 @@ impl MappedFile {
         if data.len() > DIRECT_MAX {
             return None;
         }
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.is_closed() {
             return Some(Err(Error::Closed));
         }
         tokio::task::consume_budget().await;
@@ -365,10 +374,8 @@ impl MappedFile {
         if let Some(result) = self.load_direct(offset, len).await {
             return result;
         }
-        self.call("load", true, span!("load", offset, len), |reply| Request::Load {
-            offset,
-            len,
-            reply,
+        self.call("load", true, span!("load", offset, len), |reply| {
+            Request::Load { offset, len, reply }
         })
         .await
     }
@@ -384,10 +391,8 @@ impl MappedFile {
     ///
     /// Cancel safe.
     pub async fn try_load(&self, offset: u64, len: u64) -> Result<Bytes> {
-        self.call("load", false, span!("try_load", offset, len), |reply| Request::Load {
-            offset,
-            len,
-            reply,
+        self.call("load", false, span!("try_load", offset, len), |reply| {
+            Request::Load { offset, len, reply }
         })
         .await
     }
@@ -417,10 +422,12 @@ impl MappedFile {
             return result;
         }
         let len = data.len() as u64;
-        self.call("update", true, span!("update", offset, len), |reply| Request::Update {
-            offset,
-            data,
-            reply,
+        self.call("update", true, span!("update", offset, len), |reply| {
+            Request::Update {
+                offset,
+                data,
+                reply,
+            }
         })
         .await
     }
@@ -439,10 +446,12 @@ impl MappedFile {
         self.writable("update")?;
         let data = data.into();
         let len = data.len() as u64;
-        self.call("update", false, span!("try_update", offset, len), |reply| Request::Update {
-            offset,
-            data,
-            reply,
+        self.call("update", false, span!("try_update", offset, len), |reply| {
+            Request::Update {
+                offset,
+                data,
+                reply,
+            }
         })
         .await
     }
@@ -482,11 +491,13 @@ impl MappedFile {
         f: impl FnOnce(&mut [u8]) + Send + 'static,
     ) -> Result<()> {
         self.writable("modify")?;
-        self.call("modify", true, span!("modify", offset, len), |reply| Request::Modify {
-            offset,
-            len,
-            f: Box::new(f),
-            reply,
+        self.call("modify", true, span!("modify", offset, len), |reply| {
+            Request::Modify {
+                offset,
+                len,
+                f: Box::new(f),
+                reply,
+            }
         })
         .await
     }
@@ -515,9 +526,8 @@ impl MappedFile {
                 Ok(())
             };
         }
-        self.call("flush", true, span!("flush", 0u64, self.len()), |reply| Request::Flush {
-            range: None,
-            reply,
+        self.call("flush", true, span!("flush", 0u64, self.len()), |reply| {
+            Request::Flush { range: None, reply }
         })
         .await
     }
@@ -533,12 +543,15 @@ impl MappedFile {
     ///
     /// As [`flush`](Self::flush).
     pub async fn flush_range(&self, offset: u64, len: u64) -> Result<()> {
-        self.call("flush_range", true, span!("flush_range", offset, len), |reply| {
-            Request::Flush {
+        self.call(
+            "flush_range",
+            true,
+            span!("flush_range", offset, len),
+            |reply| Request::Flush {
                 range: Some((offset, len)),
                 reply,
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -592,9 +605,8 @@ impl MappedFile {
                 mode: self.shared.mode,
             });
         }
-        self.call("resize", wait, span!("resize", new_len, 0u64), |reply| Request::Resize {
-            new_len,
-            reply,
+        self.call("resize", wait, span!("resize", new_len, 0u64), |reply| {
+            Request::Resize { new_len, reply }
         })
         .await
     }
@@ -611,10 +623,8 @@ impl MappedFile {
     ///
     /// Cancel safe; a started prefault completes in the background.
     pub async fn prewarm(&self, offset: u64, len: u64) -> Result<()> {
-        self.call("prewarm", true, span!("prewarm", offset, len), |reply| Request::Populate {
-            offset,
-            len,
-            reply,
+        self.call("prewarm", true, span!("prewarm", offset, len), |reply| {
+            Request::Populate { offset, len, reply }
         })
         .await
     }
@@ -632,8 +642,10 @@ impl MappedFile {
     ///
     /// The close goes on if the future is dropped after it was sent.
     pub async fn close(&self) -> Result<()> {
-        self.call("close", true, span!("close", 0u64, 0u64), |reply| Request::Close { reply })
-            .await
+        self.call("close", true, span!("close", 0u64, 0u64), |reply| {
+            Request::Close { reply }
+        })
+        .await
     }
 
     async fn lease(
@@ -651,6 +663,7 @@ impl MappedFile {
             crate::region::check_aligned(offset, u64::from(width))?;
         }
         self.call(op, wait, span!(op, offset, len), |reply| Request::Lease {
+            op,
             offset,
             len,
             kind,
@@ -788,11 +801,13 @@ macro_rules! atomic_methods {
 
 impl MappedFile {
     fn atomic_len(&self, offset: u64, count: u64, width: u8) -> Result<u64> {
-        count.checked_mul(u64::from(width)).ok_or(Error::OutOfBounds {
-            offset,
-            len: u64::MAX,
-            file_len: self.len(),
-        })
+        count
+            .checked_mul(u64::from(width))
+            .ok_or(Error::OutOfBounds {
+                offset,
+                len: u64::MAX,
+                file_len: self.len(),
+            })
     }
 }
 

@@ -233,7 +233,11 @@ impl OpenOptions {
 
         let meta = file.metadata().map_err(|e| Error::io("stat", &path, e))?;
         if !meta.is_file() {
-            let errno = if meta.is_dir() { libc::EISDIR } else { libc::EINVAL };
+            let errno = if meta.is_dir() {
+                libc::EISDIR
+            } else {
+                libc::EINVAL
+            };
             return Err(Error::io(
                 "open",
                 &path,
@@ -245,7 +249,8 @@ impl OpenOptions {
         }
         let mut len = meta.len();
         if self.truncate && len != 0 {
-            file.set_len(0).map_err(|e| Error::io("ftruncate", &path, e))?;
+            file.set_len(0)
+                .map_err(|e| Error::io("ftruncate", &path, e))?;
             len = 0;
         }
         let target = match self.len {
@@ -263,11 +268,13 @@ impl OpenOptions {
                 sys::fallocate(&file, len, want - len)
                     .map_err(|e| Error::io("fallocate", &path, e))?;
             }
-            file.set_len(want).map_err(|e| Error::io("ftruncate", &path, e))?;
+            file.set_len(want)
+                .map_err(|e| Error::io("ftruncate", &path, e))?;
             len = want;
         }
         if target.is_some() || self.truncate {
-            file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
         }
         if created {
             let parent = match path.parent() {
@@ -276,7 +283,8 @@ impl OpenOptions {
             };
             sys::sync_dir(&parent).map_err(|e| Error::io("fsync directory", &parent, e))?;
         }
-        let map = sys::Mapping::map(&file, len, self.mode).map_err(|e| Error::io("mmap", &path, e))?;
+        let map =
+            sys::Mapping::map(&file, len, self.mode).map_err(|e| Error::io("mmap", &path, e))?;
         Ok(Opened { file, path, map })
     }
 }

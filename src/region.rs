@@ -12,7 +12,9 @@ pub(crate) struct Span {
 impl Span {
     /// `[offset, offset + len)`, or `None` when the end overflows `u64`.
     pub(crate) fn new(offset: u64, len: u64) -> Option<Span> {
-        offset.checked_add(len).map(|end| Span { start: offset, end })
+        offset
+            .checked_add(len)
+            .map(|end| Span { start: offset, end })
     }
 
     /// The range from `start` to the end of any file.

@@ -54,6 +54,8 @@ pub(crate) enum Request {
         reply: Reply<()>,
     },
     Lease {
+        /// The handle method, for errors and logs.
+        op: &'static str,
         offset: u64,
         len: u64,
         kind: LeaseKind,
@@ -79,7 +81,7 @@ impl Request {
             Request::Flush { range: None, .. } => "flush",
             Request::Flush { range: Some(_), .. } => "flush_range",
             Request::Resize { .. } => "resize",
-            Request::Lease { .. } => "lease",
+            Request::Lease { op, .. } => op,
             Request::Populate { .. } => "populate",
             Request::Close { .. } => "close",
         }

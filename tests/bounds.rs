@@ -69,11 +69,19 @@ async fn zero_length_ranges_are_valid_up_to_the_end() {
     }
     assert!(matches!(
         file.load(101, 0).await,
-        Err(Error::OutOfBounds { offset: 101, len: 0, file_len: 100 })
+        Err(Error::OutOfBounds {
+            offset: 101,
+            len: 0,
+            file_len: 100
+        })
     ));
     assert!(matches!(
         file.update(101, Vec::new()).await,
-        Err(Error::OutOfBounds { offset: 101, len: 0, file_len: 100 })
+        Err(Error::OutOfBounds {
+            offset: 101,
+            len: 0,
+            file_len: 100
+        })
     ));
 }
 
@@ -81,11 +89,27 @@ async fn zero_length_ranges_are_valid_up_to_the_end() {
 async fn atomic_views_check_alignment_and_overflow() {
     let s = common::Scratch::new();
     let file = s.file("atomics", 64).await;
-    assert!(matches!(file.atomic_u64(4).await, Err(Error::Misaligned { offset: 4, align: 8 })));
-    assert!(matches!(file.atomic_u32(2).await, Err(Error::Misaligned { offset: 2, align: 4 })));
+    assert!(matches!(
+        file.atomic_u64(4).await,
+        Err(Error::Misaligned {
+            offset: 4,
+            align: 8
+        })
+    ));
+    assert!(matches!(
+        file.atomic_u32(2).await,
+        Err(Error::Misaligned {
+            offset: 2,
+            align: 4
+        })
+    ));
     assert!(matches!(
         file.atomic_u64(64).await,
-        Err(Error::OutOfBounds { offset: 64, len: 8, file_len: 64 })
+        Err(Error::OutOfBounds {
+            offset: 64,
+            len: 8,
+            file_len: 64
+        })
     ));
     assert!(matches!(
         file.atomic_u64_slice(0, u64::MAX).await,

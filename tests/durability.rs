@@ -58,13 +58,21 @@ async fn child_update_then_flush() {
 
 #[test]
 fn flush_issues_a_real_sync() {
-    let Some(counts) = under_strace("child_update_then_flush") else { return };
+    let Some(counts) = under_strace("child_update_then_flush") else {
+        return;
+    };
     // create: fdatasync (length) + fsync (directory); flush: one fdatasync.
     let fdatasync = counts.get("fdatasync").copied().unwrap_or(0);
     let fsync = counts.get("fsync").copied().unwrap_or(0);
-    assert!(fdatasync >= 2, "expected the length sync and the flush: {counts:?}");
+    assert!(
+        fdatasync >= 2,
+        "expected the length sync and the flush: {counts:?}"
+    );
     assert!(fsync >= 1, "expected the directory sync: {counts:?}");
-    assert!(counts.get("msync").is_none(), "flush must not use msync(MS_ASYNC): {counts:?}");
+    assert!(
+        !counts.contains_key("msync"),
+        "flush must not use msync(MS_ASYNC): {counts:?}"
+    );
 }
 
 /// Sixty-four tasks update then flush at once.
@@ -91,12 +99,17 @@ async fn child_concurrent_flushes() {
 
 #[test]
 fn concurrent_flushes_share_syncs() {
-    let Some(counts) = under_strace("child_concurrent_flushes") else { return };
+    let Some(counts) = under_strace("child_concurrent_flushes") else {
+        return;
+    };
     let fdatasync = counts.get("fdatasync").copied().unwrap_or(0);
     // One for the creation's length, then group commits: 64 flushers must
     // cost far fewer than 64 syncs (one in flight, one queued at a time).
     assert!(fdatasync >= 2, "{counts:?}");
-    assert!(fdatasync <= 16, "64 flushes cost {fdatasync} syncs: {counts:?}");
+    assert!(
+        fdatasync <= 16,
+        "64 flushes cost {fdatasync} syncs: {counts:?}"
+    );
 }
 
 /// `flush_range` uses msync(MS_SYNC) on the range.
@@ -113,7 +126,9 @@ async fn child_flush_range() {
 
 #[test]
 fn flush_range_uses_msync() {
-    let Some(counts) = under_strace("child_flush_range") else { return };
+    let Some(counts) = under_strace("child_flush_range") else {
+        return;
+    };
     assert_eq!(counts.get("msync").copied(), Some(1), "{counts:?}");
 }
 
@@ -130,10 +145,21 @@ async fn child_resize() {
 
 #[test]
 fn resize_syncs_the_length() {
-    let Some(counts) = under_strace("child_resize") else { return };
+    let Some(counts) = under_strace("child_resize") else {
+        return;
+    };
     // create + grow + shrink.
-    assert!(counts.get("fdatasync").copied().unwrap_or(0) >= 3, "{counts:?}");
+    assert!(
+        counts.get("fdatasync").copied().unwrap_or(0) >= 3,
+        "{counts:?}"
+    );
     // grow preallocates; create preallocates too.
-    assert!(counts.get("fallocate").copied().unwrap_or(0) >= 2, "{counts:?}");
-    assert!(counts.get("ftruncate").copied().unwrap_or(0) >= 3, "{counts:?}");
+    assert!(
+        counts.get("fallocate").copied().unwrap_or(0) >= 2,
+        "{counts:?}"
+    );
+    assert!(
+        counts.get("ftruncate").copied().unwrap_or(0) >= 3,
+        "{counts:?}"
+    );
 }

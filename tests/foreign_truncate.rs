@@ -245,7 +245,6 @@ async fn foreign_truncate_lock_is_released_when_the_mapping_is_gone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "library bug: close() replies before the actor drops the File, so the flock can still be held when close returns"]
 async fn foreign_truncate_lock_is_released_when_close_returns() {
     let scratch = common::Scratch::new();
     let path = scratch.path("data.bin");

@@ -36,7 +36,12 @@ const KINDS: [Kind; 6] = [
     Kind::Load,
 ];
 
-async fn take(file: &MappedFile, kind: Kind, offset: u64, wait: bool) -> Result<Option<Held>, Error> {
+async fn take(
+    file: &MappedFile,
+    kind: Kind,
+    offset: u64,
+    wait: bool,
+) -> Result<Option<Held>, Error> {
     Ok(Some(match (kind, wait) {
         (Kind::Segment, true) => Held::Segment(file.segment(offset, 16).await?),
         (Kind::Segment, false) => Held::Segment(file.try_segment(offset, 16).await?),
@@ -68,27 +73,39 @@ async fn take(file: &MappedFile, kind: Kind, offset: u64, wait: bool) -> Result<
 /// The design's table (DESIGN.md §1), with `load` behaving as a segment.
 fn compatible(held: Kind, wanted: Kind) -> bool {
     use Kind::*;
-    match (held, wanted) {
-        (Segment, Segment | Load) => true,
-        (Atomic64, Atomic64) | (Atomic32, Atomic32) => true,
-        _ => false,
-    }
+    matches!(
+        (held, wanted),
+        (Segment, Segment | Load) | (Atomic64, Atomic64) | (Atomic32, Atomic32)
+    )
 }
 
 #[tokio::test]
 async fn every_row_of_the_compatibility_table() {
     let s = common::Scratch::new();
     let file = s.file("table", 4096).await;
-    for held_kind in [Kind::Segment, Kind::SegmentMut, Kind::Atomic64, Kind::Atomic32] {
+    for held_kind in [
+        Kind::Segment,
+        Kind::SegmentMut,
+        Kind::Atomic64,
+        Kind::Atomic32,
+    ] {
         for wanted in KINDS {
             let held = take(&file, held_kind, 64, true).await.unwrap();
             // Overlapping bytes [72, 88) vs [64, 80), try_ twin.
             let attempt = take(&file, wanted, 72, false).await;
             if compatible(held_kind, wanted) {
-                assert!(attempt.is_ok(), "{held_kind:?} then try {wanted:?}: {attempt:?}", attempt = attempt.as_ref().err());
+                assert!(
+                    attempt.is_ok(),
+                    "{held_kind:?} then try {wanted:?}: {attempt:?}",
+                    attempt = attempt.as_ref().err()
+                );
             } else {
                 match attempt {
-                    Err(Error::Conflict { offset: 72, len: 16, .. }) => {}
+                    Err(Error::Conflict {
+                        offset: 72,
+                        len: 16,
+                        ..
+                    }) => {}
                     other => panic!("{held_kind:?} then try {wanted:?}: {:?}", other.err()),
                 }
             }
@@ -99,7 +116,10 @@ async fn every_row_of_the_compatibility_table() {
             let waiter = tokio::spawn(async move { take(&f, wanted, 72, true).await.map(drop) });
             if !compatible(held_kind, wanted) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                assert!(!waiter.is_finished(), "{held_kind:?} then {wanted:?} did not wait");
+                assert!(
+                    !waiter.is_finished(),
+                    "{held_kind:?} then {wanted:?} did not wait"
+                );
             }
             drop(held);
             waiter.await.unwrap().unwrap();
@@ -132,7 +152,10 @@ async fn waiting_requests_are_served_first_come_first_served() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     // ... and a later reader of the same bytes queues behind the writer,
     // although it is compatible with the reader that holds them.
-    assert!(matches!(file.try_segment(0, 100).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        file.try_segment(0, 100).await,
+        Err(Error::Conflict { .. })
+    ));
     let late_reader = {
         let (f, order) = (file.clone(), order.clone());
         tokio::spawn(async move {
@@ -147,7 +170,11 @@ async fn waiting_requests_are_served_first_come_first_served() {
     assert!(order.lock().unwrap().is_empty());
     drop(reader);
     writer.await.unwrap();
-    assert_eq!(late_reader.await.unwrap(), 7, "the late reader saw the writer's bytes");
+    assert_eq!(
+        late_reader.await.unwrap(),
+        7,
+        "the late reader saw the writer's bytes"
+    );
     assert_eq!(*order.lock().unwrap(), ["writer", "late reader"]);
 }
 
@@ -179,7 +206,10 @@ async fn shrink_awaits_a_view_while_other_tasks_run() {
     assert_eq!(file.len(), 8 << 20);
     // A new lease in the cut tail queues behind the pending shrink; one
     // before the cut does not.
-    assert!(matches!(file.try_segment(1000, 8).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        file.try_segment(1000, 8).await,
+        Err(Error::Conflict { .. })
+    ));
     assert_eq!(file.try_segment(0, 8).await.unwrap().len(), 8);
     // The view still works and sees its bytes.
     assert_eq!(hits.fetch_add(1, Ordering::Relaxed), 1);
@@ -193,7 +223,10 @@ async fn try_resize_fails_fast_on_the_callers_own_lease() {
     let s = common::Scratch::new();
     let file = s.file("self-wait", 8192).await;
     let seg = file.segment(4096, 16).await.unwrap();
-    assert!(matches!(file.try_resize(100).await, Err(Error::Conflict { op: "resize", .. })));
+    assert!(matches!(
+        file.try_resize(100).await,
+        Err(Error::Conflict { op: "resize", .. })
+    ));
     // Growing never waits, even on its own leases.
     file.try_resize(16384).await.unwrap();
     // A shrink that keeps the leased bytes does not wait either.
@@ -226,7 +259,10 @@ async fn atomics_of_two_generations_are_coherent() {
     assert_eq!(old.load(Ordering::SeqCst), 80_000);
     assert_eq!(new.load(Ordering::SeqCst), 80_000);
     drop((old, new));
-    assert_eq!(&file.load(128, 8).await.unwrap()[..], &80_000u64.to_le_bytes());
+    assert_eq!(
+        &file.load(128, 8).await.unwrap()[..],
+        &80_000u64.to_le_bytes()
+    );
 }
 
 #[tokio::test]
@@ -241,7 +277,10 @@ async fn into_bytes_is_zero_copy_and_keeps_the_lease() {
     let slice = bytes.slice(100..200);
     drop(bytes);
     // The lease lives in the remaining `Bytes`: writers still wait.
-    assert!(matches!(file.try_update(4096, vec![0u8; 10]).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        file.try_update(4096, vec![0u8; 10]).await,
+        Err(Error::Conflict { .. })
+    ));
     assert!(slice.iter().all(|&b| b == 3));
     drop(slice);
     file.try_update(4096, vec![0u8; 10]).await.unwrap();
@@ -273,9 +312,15 @@ const CHILD_ENV: &str = "MMAP_ACTOR_LEASES_DIR";
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "child of shrink_below_a_lease_of_an_older_generation"]
 async fn child_shrink_below_old_generation_lease() {
-    let Some(dir) = std::env::var_os(CHILD_ENV) else { return };
-    let file = MappedFile::create(std::path::Path::new(&dir).join("f"), 64 * 1024).await.unwrap();
-    file.update(32 * 1024, vec![0xabu8; 32 * 1024]).await.unwrap();
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let file = MappedFile::create(std::path::Path::new(&dir).join("f"), 64 * 1024)
+        .await
+        .unwrap();
+    file.update(32 * 1024, vec![0xabu8; 32 * 1024])
+        .await
+        .unwrap();
     let seg = file.segment(32 * 1024, 32 * 1024).await.unwrap();
     file.resize(1 << 20).await.unwrap();
     let f2 = file.clone();

@@ -39,7 +39,11 @@ async fn close_answers_queued_waiters() {
         tokio::spawn(async move { f.load(0, 16).await })
     };
     tokio::task::yield_now().await;
-    while !file.try_load(0, 16).await.is_err_and(|e| matches!(e, Error::Conflict { .. })) {
+    while !file
+        .try_load(0, 16)
+        .await
+        .is_err_and(|e| matches!(e, Error::Conflict { .. }))
+    {
         tokio::task::yield_now().await;
     }
     file.close().await.unwrap();

@@ -28,7 +28,15 @@ async fn read_only_refuses_every_write() {
     let seg = file.segment(0, 10).await.unwrap();
     assert_eq!(&seg[..], b"0123456789");
     drop(seg);
-    let read_only = |e: Error| matches!(e, Error::ReadOnly { mode: Mode::ReadOnly, .. });
+    let read_only = |e: Error| {
+        matches!(
+            e,
+            Error::ReadOnly {
+                mode: Mode::ReadOnly,
+                ..
+            }
+        )
+    };
     assert!(read_only(file.update(0, &b"x"[..]).await.unwrap_err()));
     assert!(read_only(file.try_update(0, &b"x"[..]).await.unwrap_err()));
     assert!(read_only(file.modify(0, 1, |_| {}).await.unwrap_err()));
@@ -64,7 +72,10 @@ async fn copy_on_write_is_private_to_the_mapping() {
     file.flush().await.unwrap();
     assert!(matches!(
         file.resize(16384).await,
-        Err(Error::ReadOnly { mode: Mode::CopyOnWrite, .. })
+        Err(Error::ReadOnly {
+            mode: Mode::CopyOnWrite,
+            ..
+        })
     ));
     // Neither another mapping nor the file sees any of it.
     assert_eq!(&other.load(0, 7).await.unwrap()[..], b".......");
@@ -83,7 +94,11 @@ async fn empty_files_open_in_every_mode_and_grow() {
         assert_eq!(file.load(0, 0).await.unwrap().len(), 0);
         assert!(matches!(
             file.load(0, 1).await,
-            Err(Error::OutOfBounds { offset: 0, len: 1, file_len: 0 })
+            Err(Error::OutOfBounds {
+                offset: 0,
+                len: 1,
+                file_len: 0
+            })
         ));
         file.close().await.unwrap();
     }
@@ -114,7 +129,9 @@ async fn open_variants() {
     assert_eq!(existing.len(), 100);
     assert_eq!(&existing.load(0, 4).await.unwrap()[..], b"keep");
     existing.close().await.unwrap();
-    let fresh = MappedFile::open_or_create(s.path("fresh"), 5).await.unwrap();
+    let fresh = MappedFile::open_or_create(s.path("fresh"), 5)
+        .await
+        .unwrap();
     assert_eq!(fresh.len(), 5);
     // create truncates.
     let again = MappedFile::create(&path, 8).await.unwrap();
@@ -124,7 +141,11 @@ async fn open_variants() {
     assert_eq!(built.len(), 4096);
     assert_eq!(built.path(), path.as_path());
     assert!(matches!(
-        MappedFile::options().mode(Mode::ReadOnly).create(true).open(s.path("x")).await,
+        MappedFile::options()
+            .mode(Mode::ReadOnly)
+            .create(true)
+            .open(s.path("x"))
+            .await,
         Err(Error::ReadOnly { .. })
     ));
 }

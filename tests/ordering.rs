@@ -41,7 +41,11 @@ async fn joined_requests_from_one_handle_apply_in_send_order() {
         let (a, b) = tokio::join!(file.update(0, big), file.update(64, small.clone()));
         a.unwrap();
         b.unwrap();
-        assert_eq!(&file.load(64, 16).await.unwrap()[..], &small[..], "round {round}");
+        assert_eq!(
+            &file.load(64, 16).await.unwrap()[..],
+            &small[..],
+            "round {round}"
+        );
         assert_eq!(file.load(0, 1).await.unwrap()[0], round);
     }
 }

@@ -9,7 +9,9 @@ async fn grow_keeps_data_and_zero_fills() {
     let s = common::Scratch::new();
     let path = s.path("grow");
     let file = MappedFile::create(&path, 4096).await.unwrap();
-    file.update(4090, &b"tail of the old length"[..]).await.unwrap_err();
+    file.update(4090, &b"tail of the old length"[..])
+        .await
+        .unwrap_err();
     file.update(4000, vec![9u8; 96]).await.unwrap();
     file.resize(3 << 20).await.unwrap();
     assert_eq!(file.len(), 3 << 20);
@@ -19,7 +21,9 @@ async fn grow_keeps_data_and_zero_fills() {
     assert!(fresh.iter().all(|&b| b == 0));
     // The new tail is writable through both paths.
     file.update((3 << 20) - 8, &b"end!end!"[..]).await.unwrap();
-    file.update(1 << 20, vec![5u8; DIRECT_MAX * 3]).await.unwrap();
+    file.update(1 << 20, vec![5u8; DIRECT_MAX * 3])
+        .await
+        .unwrap();
     assert_eq!(&file.load((3 << 20) - 8, 8).await.unwrap()[..], b"end!end!");
     file.close().await.unwrap();
     let disk = std::fs::read(&path).unwrap();
@@ -58,7 +62,9 @@ async fn resizes_interleaved_with_updates_from_many_tasks() {
         tasks.push(tokio::spawn(async move {
             for i in 0..200u64 {
                 // The first 16 KiB always exist: never out of bounds.
-                f.update((t * 4096) + (i % 64) * 64, vec![t as u8 + 1; 64]).await.unwrap();
+                f.update((t * 4096) + (i % 64) * 64, vec![t as u8 + 1; 64])
+                    .await
+                    .unwrap();
             }
         }));
     }

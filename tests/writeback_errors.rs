@@ -483,7 +483,6 @@ fn writeback_ftruncate_eio_refuses_shrink_and_keeps_length() {
 }
 
 #[test]
-#[ignore = "library bug: a failed fdatasync inside resize (grow) does not poison the mapping, so the next flush returns Ok"]
 fn writeback_fdatasync_eio_during_grow_poisons() {
     injected(
         "writeback_fdatasync_eio_during_grow_poisons",
@@ -493,7 +492,6 @@ fn writeback_fdatasync_eio_during_grow_poisons() {
 }
 
 #[test]
-#[ignore = "library bug: shrink whose fdatasync fails keeps the longer mapping after ftruncate; loading the cut tail is a SIGBUS"]
 fn writeback_fdatasync_eio_during_shrink_keeps_mapping_inside_file() {
     injected(
         "writeback_fdatasync_eio_during_shrink_keeps_mapping_inside_file",

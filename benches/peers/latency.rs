@@ -156,14 +156,20 @@ pub(crate) fn p5(cfg: &Config) -> Vec<Row> {
     vec![
         Row::new("P5", &w)
             .ours(show(&ours, ours_time))
-            .peer("mmap-io 1.1 sync calls from the task", show(&peer, peer_time))
+            .peer(
+                "mmap-io 1.1 sync calls from the task",
+                show(&peer, peer_time),
+            )
             .ratio(format!(
                 "max late {}",
                 fmt_ratio(ours.late.max.as_secs_f64() / peer.late.max.as_secs_f64())
             ))
             .target("ours late max ≤ 5 ms, p99 ≤ 1 ms", Met::from(ok)),
-        Row::new("P5", "same ticker, nothing else running (the timer's and the machine's noise floor)")
-            .ours(show(&idle, Duration::from_millis(500))),
+        Row::new(
+            "P5",
+            "same ticker, nothing else running (the timer's and the machine's noise floor)",
+        )
+        .ours(show(&idle, Duration::from_millis(500))),
     ]
 }
 
@@ -277,7 +283,10 @@ pub(crate) fn p6(cfg: &Config) -> Vec<Row> {
         )
         .ours(format!("median {} / max {}", fmt_dur(median), fmt_dur(max)))
         .peer("mmap-io 1.1 `resize` with an `as_slice` view held", theirs)
-        .target("< 1 ms (median)", Met::from(median < Duration::from_millis(1))),
+        .target(
+            "< 1 ms (median)",
+            Met::from(median < Duration::from_millis(1)),
+        ),
         Row::new(
             "P6",
             "shrink cutting a `segment` another task holds for 50 ms; ticker on the same thread",
@@ -288,6 +297,9 @@ pub(crate) fn p6(cfg: &Config) -> Vec<Row> {
             ours.ticks.late
         ))
         .peer("mmap-io 1.1", "blocks its thread (as above)")
-        .target("awaits the release; ticker keeps ticking", Met::from(shrink_ok)),
+        .target(
+            "awaits the release; ticker keeps ticking",
+            Met::from(shrink_ok),
+        ),
     ]
 }

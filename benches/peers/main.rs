@@ -115,7 +115,13 @@ fn print_table(rows: &[Row]) {
     let missed: Vec<String> = rows
         .iter()
         .filter(|r| r.met == Met::No)
-        .map(|r| format!("{} ({})", r.id, r.peer))
+        .map(|r| {
+            if r.peer.is_empty() {
+                r.id.to_string()
+            } else {
+                format!("{} vs {}", r.id, r.peer)
+            }
+        })
         .collect();
     println!();
     if missed.is_empty() {

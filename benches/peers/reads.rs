@@ -15,6 +15,9 @@ use crate::{Met, Row};
 
 const SEGMENT: u64 = MIB;
 
+/// One way to scan the whole file: (time, xor of its words).
+type Scan<'a> = dyn FnMut() -> (Duration, u64) + 'a;
+
 async fn take_segments(file: &MappedFile, len: u64, n: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..n {
@@ -105,9 +108,12 @@ pub(crate) fn p8(cfg: &Config) -> Vec<Row> {
     // best of five interleaved rounds, every scan checked against the raw
     // one.
     let value = scan_raw(&raw).1;
-    let mut scans: [(Duration, Box<dyn FnMut() -> (Duration, u64)>); 4] = [
+    let mut scans: [(Duration, Box<Scan<'_>>); 4] = [
         (Duration::MAX, Box::new(|| scan_raw(&raw))),
-        (Duration::MAX, Box::new(|| rt.block_on(scan_ours(&file, len)))),
+        (
+            Duration::MAX,
+            Box::new(|| rt.block_on(scan_ours(&file, len))),
+        ),
         (Duration::MAX, Box::new(|| scan_mmap_io(&mm, len))),
         (Duration::MAX, Box::new(|| scan_raw_chunked(&raw))),
     ];
@@ -133,14 +139,24 @@ pub(crate) fn p8(cfg: &Config) -> Vec<Row> {
         len / MIB
     );
     vec![
-        Row::new("P8", "take + drop a 1 MiB `Segment` vs a 64 KiB one (ratio = 1 MiB time / 64 KiB time)")
-            .ours(format!("1 MiB: {} / 64 KiB: {}", fmt_dur(big), fmt_dur(small)))
-            .peer("same call, 16× smaller", fmt_dur(small))
-            .ratio(fmt_ratio(o1))
-            .target("O(1) in size (≤ 1.25×)", Met::from(o1 <= 1.25)),
+        Row::new(
+            "P8",
+            "take + drop a 1 MiB `Segment` vs a 64 KiB one (ratio = 1 MiB time / 64 KiB time)",
+        )
+        .ours(format!(
+            "1 MiB: {} / 64 KiB: {}",
+            fmt_dur(big),
+            fmt_dur(small)
+        ))
+        .peer("same call, 16× smaller", fmt_dur(small))
+        .ratio(fmt_ratio(o1))
+        .target("O(1) in size (≤ 1.25×)", Met::from(o1 <= 1.25)),
         Row::new("P8", "take 1 MiB (ratio = ours `segment` time / peer time)")
             .ours(fmt_dur(big))
-            .peer("ours `load` (a copy), mmap-io 1.1 `as_slice`", format!("{} / {}", fmt_dur(load_big), fmt_dur(mm_slice)))
+            .peer(
+                "ours `load` (a copy), mmap-io 1.1 `as_slice`",
+                format!("{} / {}", fmt_dur(load_big), fmt_dur(mm_slice)),
+            )
             .ratio(format!(
                 "{} / {}",
                 fmt_ratio(big.as_secs_f64() / load_big.as_secs_f64()),
@@ -153,7 +169,10 @@ pub(crate) fn p8(cfg: &Config) -> Vec<Row> {
             .target("≥ 0.9×", Met::from(scan_ratio >= 0.9)),
         Row::new("P8", &w_scan)
             .ours(fmt_bps(bps(ours_t)))
-            .peer("memmap2 slice scanned per 1 MiB chunk", fmt_bps(bps(chunked_t)))
+            .peer(
+                "memmap2 slice scanned per 1 MiB chunk",
+                fmt_bps(bps(chunked_t)),
+            )
             .ratio(fmt_ratio(chunked_t.as_secs_f64() / ours_t.as_secs_f64())),
         Row::new("P8", &w_scan)
             .ours(fmt_bps(bps(ours_t)))

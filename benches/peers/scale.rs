@@ -193,7 +193,9 @@ async fn sparse_ours(path: &Path) -> (String, bool) {
         .expect("create 1 TiB");
     let create = t.elapsed();
     let t = Instant::now();
-    file.update(len - 4096, block.clone()).await.expect("update");
+    file.update(len - 4096, block.clone())
+        .await
+        .expect("update");
     let update = t.elapsed();
     let t = Instant::now();
     file.flush().await.expect("flush");

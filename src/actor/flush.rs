@@ -79,7 +79,12 @@ impl GroupCommit {
         let plan = self.next_plan.take().unwrap_or(Plan::Full);
         self.current = std::mem::take(&mut self.next);
         self.syncs += 1;
-        tracing::debug!(waiters = self.current.len(), ?plan, sync = self.syncs, "sync started");
+        tracing::debug!(
+            waiters = self.current.len(),
+            ?plan,
+            sync = self.syncs,
+            "sync started"
+        );
         let file = Arc::clone(file);
         let map = Arc::clone(map);
         self.in_flight = Some(tokio::task::spawn_blocking(move || match plan {

@@ -132,7 +132,9 @@ impl<P> Default for LeaseTable<P> {
 impl<P> LeaseTable<P> {
     /// Whether `fp` conflicts with an active footprint.
     fn blocked_by_active(&self, fp: &Footprint) -> bool {
-        self.active.values().any(|held| conflict(&held.footprint, fp))
+        self.active
+            .values()
+            .any(|held| conflict(&held.footprint, fp))
     }
 
     /// Whether a *new* request with footprint `fp` may run now: no active
@@ -158,7 +160,11 @@ impl<P> LeaseTable<P> {
 
     /// Registers `fp` as active and returns its ticket, or `None` if it
     /// conflicts with an active footprint.
-    pub(crate) fn register(&mut self, fp: Footprint, task: Option<tokio::task::Id>) -> Option<Ticket> {
+    pub(crate) fn register(
+        &mut self,
+        fp: Footprint,
+        task: Option<tokio::task::Id>,
+    ) -> Option<Ticket> {
         if self.blocked_by_active(&fp) {
             return None;
         }
@@ -241,8 +247,15 @@ mod tests {
                     (Atomic(x), Atomic(y)) => x != y,
                     _ => true,
                 };
-                assert_eq!(conflict(&fp(0, 8, a), &fp(4, 12, b)), expected, "{a:?} vs {b:?}");
-                assert!(!conflict(&fp(0, 8, a), &fp(8, 16, b)), "disjoint {a:?} vs {b:?}");
+                assert_eq!(
+                    conflict(&fp(0, 8, a), &fp(4, 12, b)),
+                    expected,
+                    "{a:?} vs {b:?}"
+                );
+                assert!(
+                    !conflict(&fp(0, 8, a), &fp(8, 16, b)),
+                    "disjoint {a:?} vs {b:?}"
+                );
             }
         }
     }

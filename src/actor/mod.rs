@@ -69,6 +69,10 @@ pub struct MappingActor {
     closing: bool,
     /// Every handle is gone: finish what is queued, flush, stop.
     orphaned: bool,
+    /// The `close()` to answer once the final flush is done.
+    close_reply: Option<crate::request::Reply<()>>,
+    /// The file is `flock`ed (`OpenOptions::lock`).
+    locked: bool,
 }
 
 impl std::fmt::Debug for MappingActor {
@@ -100,6 +104,8 @@ impl MappingActor {
             preallocate: opts.preallocate,
             closing: false,
             orphaned: false,
+            close_reply: None,
+            locked: opts.lock,
         };
         (MappedFile::new(tx, shared), actor)
     }
@@ -162,18 +168,65 @@ impl MappingActor {
         (self.closing && !flushing) || (self.orphaned && !flushing && !self.table.has_waiting())
     }
 
-    async fn stop(&mut self) {
+    /// The end: release the mapping, make the data durable one last time,
+    /// unlock and close the file, then answer `close()` (if that is why).
+    async fn stop(self) {
         self.shared.closed.store(true, Ordering::Release);
-        if self.closing || self.shared.mode != Mode::ReadWrite {
-            return;
+        if self.holding {
+            // Closing holds the gate: swap the mapping direct operations use
+            // for an empty one, so that only leases keep the file mapped.
+            publish(&self.shared, Arc::new(Mapping::empty())).await;
         }
-        // Orphaned: nobody can ask for a flush any more, so make what they
-        // wrote durable now and log a failure.
-        let file = Arc::clone(&self.file);
-        match tokio::task::spawn_blocking(move || file.sync_data()).await {
-            Ok(Ok(())) => tracing::debug!("final flush done"),
-            Ok(Err(err)) => tracing::error!(%err, path = %self.shared.path.display(), "final flush failed"),
-            Err(err) => tracing::error!(%err, "final flush task failed"),
+        drop(self.map);
+        let file = self.file;
+        let sync = self.shared.mode == Mode::ReadWrite && self.shared.poisoned.get().is_none();
+        let locked = self.locked;
+        let result = tokio::task::spawn_blocking(move || {
+            let result = if sync { file.sync_data() } else { Ok(()) };
+            if locked {
+                // Leases may keep the file description alive; the lock must
+                // not outlive the close.
+                let _ = crate::sys::unlock(&file);
+            }
+            drop(file);
+            result
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(std::io::Error::other(format!(
+                "final flush task failed: {join}"
+            )))
+        });
+        let result = match result {
+            Ok(())
+                if self.shared.poisoned.get().is_some() && self.shared.mode == Mode::ReadWrite =>
+            {
+                Err(Error::Poisoned {
+                    path: self.shared.path.clone(),
+                    kind: self
+                        .shared
+                        .poisoned
+                        .get()
+                        .copied()
+                        .unwrap_or(std::io::ErrorKind::Other),
+                })
+            }
+            Ok(()) => Ok(()),
+            Err(source) => {
+                let err = Error::io("fdatasync", &self.shared.path, source);
+                let _ = self
+                    .shared
+                    .poisoned
+                    .set(err.io_kind().unwrap_or(std::io::ErrorKind::Other));
+                Err(err)
+            }
+        };
+        match (self.close_reply, result) {
+            (Some(reply), result) => {
+                let _ = reply.send(result);
+            }
+            (None, Ok(())) => tracing::debug!("final flush done"),
+            (None, Err(err)) => tracing::error!(%err, "final flush failed; nobody is left to tell"),
         }
     }
 
@@ -196,7 +249,12 @@ impl MappingActor {
     fn poisoned(&self) -> Error {
         Error::Poisoned {
             path: self.shared.path.clone(),
-            kind: self.shared.poisoned.get().copied().unwrap_or(std::io::ErrorKind::Other),
+            kind: self
+                .shared
+                .poisoned
+                .get()
+                .copied()
+                .unwrap_or(std::io::ErrorKind::Other),
         }
     }
 
@@ -211,7 +269,10 @@ impl MappingActor {
             Err(source) => {
                 let err = Error::io("sync", &self.shared.path, source);
                 tracing::error!(%err, waiters = waiters.len(), "sync failed; the mapping is poisoned");
-                let _ = self.shared.poisoned.set(err.io_kind().unwrap_or(std::io::ErrorKind::Other));
+                let _ = self
+                    .shared
+                    .poisoned
+                    .set(err.io_kind().unwrap_or(std::io::ErrorKind::Other));
                 for reply in waiters {
                     let _ = reply.send(Err(err.duplicate()));
                 }
@@ -318,10 +379,12 @@ impl MappingActor {
             })
         };
         let fp = match request {
-            Request::Load { offset, len, .. } | Request::Populate { offset, len, .. } => Footprint {
-                span: span(*offset, *len)?,
-                access: Access::Read,
-            },
+            Request::Load { offset, len, .. } | Request::Populate { offset, len, .. } => {
+                Footprint {
+                    span: span(*offset, *len)?,
+                    access: Access::Read,
+                }
+            }
             Request::Update { offset, data, .. } => Footprint {
                 span: span(*offset, data.len() as u64)?,
                 access: Access::Write,
@@ -445,6 +508,7 @@ impl MappingActor {
                 len,
                 kind,
                 reply,
+                ..
             } => {
                 let result = region::check(offset, len, file_len).and_then(|span| {
                     self.grant(
@@ -598,21 +662,9 @@ impl MappingActor {
     }
 
     fn flush_request(&mut self, range: Option<(u64, u64)>, reply: crate::request::Reply<()>) {
-        if self.shared.mode != Mode::ReadWrite {
-            let _ = reply.send(Ok(()));
-            return;
-        }
-        if self.shared.poisoned.get().is_some() {
-            let _ = reply.send(Err(self.poisoned()));
-            return;
-        }
         let plan = match range {
             None => Plan::Full,
             Some((offset, len)) => match region::check(offset, len, self.map.len()) {
-                Ok(span) if span.len() == 0 => {
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
                 Ok(span) => Plan::Range(span),
                 Err(err) => {
                     let _ = reply.send(Err(err));
@@ -620,6 +672,20 @@ impl MappingActor {
                 }
             },
         };
+        if self.shared.mode != Mode::ReadWrite {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        if let Plan::Range(span) = plan {
+            if span.len() == 0 {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+        }
+        if self.shared.poisoned.get().is_some() {
+            let _ = reply.send(Err(self.poisoned()));
+            return;
+        }
         self.flush.push(plan, reply);
     }
 
@@ -632,16 +698,33 @@ impl MappingActor {
         let path = self.shared.path.clone();
         let preallocate = self.preallocate;
         tracing::debug!(old_len, new_len, "resize");
-        let map = tokio::task::spawn_blocking(move || {
+        let outcome = tokio::task::spawn_blocking(move || {
             resize::resize_blocking(&file, &path, old_len, new_len, preallocate)
         })
         .await
-        .map_err(|_| Error::Panicked { op: "resize" })??;
-        let map = Arc::new(map);
-        publish(&self.shared, Arc::clone(&map)).await;
-        self.map = map;
-        self.shared.len.store(new_len, Ordering::Release);
-        Ok(())
+        .map_err(|_| Error::Panicked { op: "resize" })?;
+        if let Some(map) = outcome.map {
+            // The file has its new length: map it, even if the sync failed.
+            let map = Arc::new(map);
+            publish(&self.shared, Arc::clone(&map)).await;
+            self.map = map;
+            self.shared.len.store(new_len, Ordering::Release);
+        }
+        if let Err(err) = &outcome.result {
+            if outcome.sync_failed {
+                // That sync also wrote back dirty pages; the kernel reports
+                // such a failure once, so a later flush could succeed
+                // although data was lost.
+                tracing::error!(%err, "sync failed during a resize; the mapping is poisoned");
+                let _ = self
+                    .shared
+                    .poisoned
+                    .set(err.io_kind().unwrap_or(std::io::ErrorKind::Other));
+            } else {
+                tracing::warn!(%err, "resize refused");
+            }
+        }
+        outcome.result
     }
 
     fn close(&mut self, reply: crate::request::Reply<()>) {
@@ -658,15 +741,8 @@ impl MappingActor {
         for waiting in self.table.drain_waiting() {
             waiting.payload.request.fail(Error::Closed);
         }
-        if self.shared.mode == Mode::ReadWrite {
-            if self.shared.poisoned.get().is_some() {
-                let _ = reply.send(Err(self.poisoned()));
-            } else {
-                self.flush.push(Plan::Full, reply);
-            }
-        } else {
-            let _ = reply.send(Ok(()));
-        }
+        // Answered by `stop`, after the final flush.
+        self.close_reply = Some(reply);
     }
 }
 

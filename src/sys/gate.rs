@@ -297,13 +297,15 @@ mod loom_tests {
             let readers: Vec<_> = (0..2)
                 .map(|i| {
                     let gate = gate.clone();
-                    thread::Builder::new().name("r".repeat(i + 1)).spawn(move || {
-                        if let Some(entered) = gate.enter() {
-                            let v = entered.with(|m| **m);
-                            assert!(v == 1 || v == 2);
-                        }
-                    })
-                    .unwrap()
+                    thread::Builder::new()
+                        .name("r".repeat(i + 1))
+                        .spawn(move || {
+                            if let Some(entered) = gate.enter() {
+                                let v = entered.with(|m| **m);
+                                assert!(v == 1 || v == 2);
+                            }
+                        })
+                        .unwrap()
                 })
                 .collect();
             loop {

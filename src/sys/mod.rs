@@ -124,6 +124,16 @@ impl Mapping {
         }
     }
 
+    /// A mapping of nothing (what a closed mapping's handles keep).
+    pub(crate) fn empty() -> Mapping {
+        Mapping {
+            ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+            len: 0,
+            writable: false,
+            backing: Backing::Empty,
+        }
+    }
+
     /// Length of this generation in bytes.
     pub(crate) fn len(&self) -> u64 {
         self.len as u64
@@ -143,7 +153,9 @@ impl Mapping {
     /// already, so this is an internal bug, caught by the actor's panic
     /// isolation rather than turned into an out-of-range read.
     pub(crate) fn read(&self, _cleared: &Cleared, offset: u64, buf: &mut [u8]) {
-        let start = self.span(offset, buf.len()).expect("read range checked by the actor");
+        let start = self
+            .span(offset, buf.len())
+            .expect("read range checked by the actor");
         if buf.is_empty() {
             return;
         }
@@ -151,7 +163,9 @@ impl Mapping {
         // live mapping (struct invariant), `buf` is a distinct Rust
         // allocation so the ranges do not overlap, and `Cleared` proves no
         // writer (lease or update) covers these bytes right now.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.wrapping_add(start), buf.as_mut_ptr(), buf.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.wrapping_add(start), buf.as_mut_ptr(), buf.len())
+        }
     }
 
     /// Copies `data` to `offset`.
@@ -160,14 +174,18 @@ impl Mapping {
     /// bugs; see [`Mapping::read`]).
     pub(crate) fn write(&self, _cleared: &Cleared, offset: u64, data: &[u8]) {
         assert!(self.writable, "write to a read-only mapping");
-        let start = self.span(offset, data.len()).expect("write range checked by the actor");
+        let start = self
+            .span(offset, data.len())
+            .expect("write range checked by the actor");
         if data.is_empty() {
             return;
         }
         // SAFETY: in range of the live, writable mapping (struct invariant
         // and `span`); `data` cannot overlap the mapping's bytes unless it
         // is itself a lease, and `Cleared` proves no lease covers them.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.wrapping_add(start), data.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.wrapping_add(start), data.len())
+        }
     }
 
     /// The bytes `[start, start + len)` as atomics, for direct operations.
@@ -186,7 +204,12 @@ impl Mapping {
     /// A direct load: copies `buf.len()` bytes at `offset` into `buf`
     /// through relaxed atomic byte loads. Returns `false` (copying nothing)
     /// when the range is outside this generation.
-    pub(crate) fn read_direct(&self, _entered: &gate::Entered<'_, Mapping>, offset: u64, buf: &mut [u8]) -> bool {
+    pub(crate) fn read_direct(
+        &self,
+        _entered: &gate::Entered<'_, Mapping>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> bool {
         let Some(start) = self.span(offset, buf.len()) else {
             return false;
         };
@@ -200,7 +223,12 @@ impl Mapping {
     /// A direct update: copies `data` to `offset` through relaxed atomic byte
     /// stores. Returns `false` (writing nothing) when the range is outside
     /// this generation or the mapping is read-only.
-    pub(crate) fn write_direct(&self, _entered: &gate::Entered<'_, Mapping>, offset: u64, data: &[u8]) -> bool {
+    pub(crate) fn write_direct(
+        &self,
+        _entered: &gate::Entered<'_, Mapping>,
+        offset: u64,
+        data: &[u8],
+    ) -> bool {
         if !self.writable {
             return false;
         }
@@ -239,7 +267,9 @@ impl Mapping {
             return Ok(());
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len);
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(self.len - start);
+        let len = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(self.len - start);
         if len == 0 {
             return Ok(());
         }
@@ -254,7 +284,10 @@ impl Mapping {
             .ok()
             .and_then(|len| self.span(offset, len))
         else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "range outside the mapping"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range outside the mapping",
+            ));
         };
         if len == 0 {
             return Ok(());
@@ -296,7 +329,10 @@ const MADV_POPULATE_WRITE: libc::c_int = 23;
 pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+    usize::try_from(size)
+        .ok()
+        .filter(|s| *s > 0)
+        .unwrap_or(4096)
 }
 
 /// A leased byte range of one generation: the only way safe code outside
@@ -395,8 +431,8 @@ pub(crate) fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
-    let off = libc::off_t::try_from(offset)
-        .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     loop {
         // SAFETY: plain syscall on a descriptor `file` keeps open.
@@ -417,9 +453,24 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Releases the advisory lock taken by [`try_lock`].
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor `file` keeps open.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Advisory lock (`flock`) on the whole file, without waiting.
 pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
-    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
     loop {
         // SAFETY: plain syscall on a descriptor `file` keeps open.
         let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
