@@ -14,8 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::util::{
     current_thread, fmt_bps, fmt_dur, fmt_ops, fmt_ratio, io_write_bytes, multi_thread, per_op,
-    prefill, rate,
-    remove, Config, Rng, MIB,
+    prefill, rate, remove, Config, Rng, MIB,
 };
 use crate::{Met, Row};
 
@@ -458,7 +457,10 @@ async fn p4_ours(path: PathBuf, per_task: u64) -> (f64, f64) {
     file.close().await.expect("close");
     remove(&path);
     let ops = P4_TASKS * per_task;
-    (rate(ops, elapsed), (io_write_bytes() - written) as f64 / ops as f64)
+    (
+        rate(ops, elapsed),
+        (io_write_bytes() - written) as f64 / ops as f64,
+    )
 }
 
 async fn p4_pwrite(path: PathBuf, per_task: u64) -> (f64, f64) {
@@ -494,7 +496,10 @@ async fn p4_pwrite(path: PathBuf, per_task: u64) -> (f64, f64) {
     let elapsed = start.elapsed();
     remove(&path);
     let ops = P4_TASKS * per_task;
-    (rate(ops, elapsed), (io_write_bytes() - written) as f64 / ops as f64)
+    (
+        rate(ops, elapsed),
+        (io_write_bytes() - written) as f64 / ops as f64,
+    )
 }
 
 async fn p4_mmap_io(path: PathBuf, per_task: u64) -> (f64, f64) {
@@ -520,7 +525,10 @@ async fn p4_mmap_io(path: PathBuf, per_task: u64) -> (f64, f64) {
     drop(mm);
     remove(&path);
     let ops = P4_TASKS * per_task;
-    (rate(ops, elapsed), (io_write_bytes() - written) as f64 / ops as f64)
+    (
+        rate(ops, elapsed),
+        (io_write_bytes() - written) as f64 / ops as f64,
+    )
 }
 
 async fn p4_mmap_io_09(path: PathBuf, per_task: u64) -> (f64, f64) {
@@ -551,7 +559,10 @@ async fn p4_mmap_io_09(path: PathBuf, per_task: u64) -> (f64, f64) {
     drop(mm);
     remove(&path);
     let ops = P4_TASKS * per_task;
-    (rate(ops, elapsed), (io_write_bytes() - written) as f64 / ops as f64)
+    (
+        rate(ops, elapsed),
+        (io_write_bytes() - written) as f64 / ops as f64,
+    )
 }
 
 /// P4: durable 4 KiB updates (update, then flush) from 32 tasks.
@@ -566,7 +577,9 @@ pub(crate) fn p4(cfg: &Config) -> Vec<Row> {
     let (mmap_io, mmap_io_w) = rt.block_on(p4_mmap_io(cfg.path("p4-mmap-io"), per_task));
     let (mmap_io_09, mmap_io_09_w) =
         rt.block_on(p4_mmap_io_09(cfg.path("p4-mmap-io-09"), per_task));
-    let show = |rate: f64, written: f64| format!("{}, {:.0} KiB dirtied/op", fmt_ops(rate), written / 1024.0);
+    let show = |rate: f64, written: f64| {
+        format!("{}, {:.0} KiB dirtied/op", fmt_ops(rate), written / 1024.0)
+    };
     let w = format!(
         "durable 4 KiB random updates (update + flush), 16 MiB file, 32 tasks × {per_task} (speed-up = ours/peer op/s)"
     );
