@@ -17,7 +17,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-DEFAULT_TESTS=(leases resize actor cancellation stress model bad_input smoke_tmp)
+DEFAULT_TESTS=(leases resize lifecycle ordering cancellation stress model bad_input)
 TARGET=x86_64-unknown-linux-gnu
 
 skip() {

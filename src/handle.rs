@@ -31,13 +31,17 @@ pub(crate) struct Shared {
     /// Direct access to the current generation for small loads and updates
     /// while the actor has nothing that could conflict (see `sys::gate`).
     pub(crate) gate: Gate<Mapping>,
+    /// Updates go through `pwrite` (`OpenOptions::write_through`), so never
+    /// by the direct path.
+    pub(crate) write_through: bool,
 }
 
 impl Shared {
-    pub(crate) fn new(path: PathBuf, mode: Mode, map: Arc<Mapping>) -> Shared {
+    pub(crate) fn new(path: PathBuf, mode: Mode, map: Arc<Mapping>, write_through: bool) -> Shared {
         Shared {
             path,
             mode,
+            write_through: write_through && mode == Mode::ReadWrite,
             len: AtomicU64::new(map.len()),
             closed: AtomicBool::new(false),
             poisoned: OnceLock::new(),
@@ -333,7 +337,7 @@ impl MappedFile {
 
     /// A small update served by the calling task, if the gate is open.
     async fn update_direct(&self, offset: u64, data: &[u8]) -> Option<Result<()>> {
-        if data.len() > DIRECT_MAX {
+        if data.len() > DIRECT_MAX || self.shared.write_through {
             return None;
         }
         if self.is_closed() {
@@ -612,7 +616,8 @@ impl MappedFile {
     }
 
     /// Prefaults the pages of `[offset, offset + len)` on the blocking pool
-    /// (`MADV_POPULATE_WRITE`/`READ`, or `MADV_WILLNEED` on older kernels),
+    /// (`MADV_POPULATE_READ`, or `MADV_WILLNEED` on older kernels; never
+    /// `MADV_POPULATE_WRITE`, which would dirty every page of the range),
     /// so that later accesses do not stall on page faults.
     ///
     /// # Errors

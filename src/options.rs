@@ -63,6 +63,7 @@ pub struct OpenOptions {
     pub(crate) capacity: usize,
     pub(crate) preallocate: bool,
     pub(crate) lock: bool,
+    pub(crate) write_through: bool,
 }
 
 impl Default for OpenOptions {
@@ -76,6 +77,7 @@ impl Default for OpenOptions {
             capacity: DEFAULT_CHANNEL_CAPACITY,
             preallocate: true,
             lock: false,
+            write_through: false,
         }
     }
 }
@@ -145,6 +147,24 @@ impl OpenOptions {
     /// writing. Processes that do not take the lock are not stopped.
     pub fn lock(&mut self, lock: bool) -> &mut Self {
         self.lock = lock;
+        self
+    }
+
+    /// Write every [`update`](MappedFile::update) with `pwrite` on the
+    /// blocking pool instead of storing through the mapping (default
+    /// `false`; read-write mappings only). The mapping shares the page cache,
+    /// so loads, segments and atomics see the bytes as before.
+    ///
+    /// Why: a store through a shared mapping marks its whole page-cache
+    /// *folio* dirty, and Linux caches files that were read or written
+    /// sequentially in large folios (up to megabytes on ext4). A flush after
+    /// small scattered updates then writes megabytes per update; `pwrite`
+    /// dirties only the blocks it covers. Turn this on for durable
+    /// small-update workloads (update then flush); leave it off for raw
+    /// update throughput (every update then costs a blocking-pool round
+    /// trip instead of a copy).
+    pub fn write_through(&mut self, write_through: bool) -> &mut Self {
+        self.write_through = write_through;
         self
     }
 

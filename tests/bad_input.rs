@@ -279,7 +279,6 @@ async fn ranges_on_a_read_only_mapping() {
 /// errors of `flush`, which is an `Ok` no-op on read-only and copy-on-write
 /// mappings): the range is checked in every mode.
 #[tokio::test]
-#[ignore = "library bug: flush_range skips its bounds check on read-only and copy-on-write mappings"]
 async fn flush_range_checks_bounds_in_every_mode() {
     let scratch = Scratch::new();
     let path = scratch.path("data");
@@ -541,7 +540,6 @@ async fn zero_channel_capacity_is_usable() {
 /// A zero-length range touches no bytes, so no lease conflicts with it:
 /// requests for one inside a held exclusive range do not wait.
 #[tokio::test]
-#[ignore = "library bug: Span::overlaps counts an empty range strictly inside another as overlapping, so zero-length requests wait"]
 async fn zero_length_requests_never_conflict() {
     let scratch = Scratch::new();
     let file = scratch.file("zero", L).await;
@@ -579,7 +577,6 @@ async fn zero_length_requests_never_conflict() {
 
 /// A refused `try_` call names the call that was refused.
 #[tokio::test]
-#[ignore = "library bug: Conflict from try_segment/try_segment_mut/try_atomic_* names op \"lease\", not the call"]
 async fn conflict_names_the_refused_call() {
     let scratch = Scratch::new();
     let file = scratch.file("conflict", L).await;

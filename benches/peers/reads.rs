@@ -89,11 +89,15 @@ pub(crate) fn p8(cfg: &Config) -> Vec<Row> {
     let raw = map_raw(&path);
 
     let (big, small, load_big) = rt.block_on(async {
-        // Warm up the request path and fault the first MiB in.
+        // Warm up the request path and fault the first MiB in; then the
+        // best of five interleaved rounds.
         take_segments(&file, SEGMENT, n / 10).await;
-        let big = take_segments(&file, SEGMENT, n).await;
-        let small = take_segments(&file, 64 * KIB, n).await;
-        let load_big = take_loads(&file, SEGMENT, n / 10).await;
+        let (mut big, mut small, mut load_big) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            big = big.min(take_segments(&file, SEGMENT, n).await);
+            small = small.min(take_segments(&file, 64 * KIB, n).await);
+            load_big = load_big.min(take_loads(&file, SEGMENT, n / 10).await);
+        }
         (big, small, load_big)
     });
     let mm_slice = {

@@ -200,16 +200,6 @@ pub(crate) fn proc_status_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes this process caused to be written to storage
-/// (`/proc/self/io` `write_bytes`): the kernel charges them when a page is
-/// dirtied, so they show the write amplification of a workload.
-pub(crate) fn io_write_bytes() -> u64 {
-    let io = std::fs::read_to_string("/proc/self/io").expect("read /proc/self/io");
-    io.lines()
-        .find_map(|line| line.strip_prefix("write_bytes:")?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// User plus system CPU time of this process, in clock ticks.
 pub(crate) fn cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");

@@ -251,18 +251,22 @@ pub(crate) struct Exclusive<'a, M> {
 
 impl<M> Exclusive<'_, M> {
     /// Makes `next` the generation later direct operations use.
-    pub(crate) fn publish(&self, next: Arc<M>) {
+    /// Returns the previous one, for the caller to drop where an `munmap`
+    /// may run.
+    pub(crate) fn publish(&self, next: Arc<M>) -> Arc<M> {
         #[cfg(not(mmap_actor_loom))]
         {
             // SAFETY: a hold exists and no direct operation was in flight
             // after it was taken, so nothing reads `current` until the hold
             // is released (module docs); `&self` keeps the hold alive.
-            unsafe { *self.gate.current.get() = next };
+            unsafe { std::mem::replace(&mut *self.gate.current.get(), next) }
         }
         #[cfg(mmap_actor_loom)]
         {
             // SAFETY: as above; loom checks the claim.
-            self.gate.current.with_mut(|p| unsafe { *p = next });
+            self.gate
+                .current
+                .with_mut(|p| unsafe { std::mem::replace(&mut *p, next) })
         }
     }
 }
@@ -311,7 +315,7 @@ mod loom_tests {
             loop {
                 match gate.try_exclusive() {
                     Some(exclusive) => {
-                        exclusive.publish(Arc::new(2));
+                        drop(exclusive.publish(Arc::new(2)));
                         break;
                     }
                     None => thread::yield_now(),

@@ -276,9 +276,13 @@ impl Mapping {
         raw.flush_range(start, len)
     }
 
-    /// Prefaults `[offset, offset + len)` (`MADV_POPULATE_WRITE` on writable
-    /// shared mappings, `MADV_POPULATE_READ` otherwise), falling back to
-    /// `MADV_WILLNEED` on kernels without populate. Runs on the blocking pool.
+    /// Prefaults `[offset, offset + len)` for reading (`MADV_POPULATE_READ`),
+    /// falling back to `MADV_WILLNEED` on kernels without populate. Runs on
+    /// the blocking pool.
+    ///
+    /// Never `MADV_POPULATE_WRITE`: on a shared file mapping it simulates a
+    /// write fault on every page, which marks the whole range dirty, so the
+    /// next flush would write all of it back.
     pub(crate) fn populate(&self, offset: u64, len: u64) -> io::Result<()> {
         let Some(start) = usize::try_from(len)
             .ok()
@@ -295,11 +299,7 @@ impl Mapping {
         let page = page_size();
         let aligned = start - start % page;
         let span = len as usize + (start - aligned);
-        let advice = if self.writable && matches!(self.backing, Backing::Shared(_)) {
-            MADV_POPULATE_WRITE
-        } else {
-            MADV_POPULATE_READ
-        };
+        let advice = MADV_POPULATE_READ;
         // SAFETY: `[aligned, aligned + span)` lies inside the live mapping
         // (`span` check above, and `aligned <= start`); madvise with a
         // populate or willneed advice does not change the bytes.
@@ -323,7 +323,6 @@ impl Mapping {
 }
 
 const MADV_POPULATE_READ: libc::c_int = 22;
-const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 /// The system page size.
 pub(crate) fn page_size() -> usize {

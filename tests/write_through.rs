@@ -1,0 +1,128 @@
+//! `OpenOptions::write_through`: updates are written with `pwrite`, stay
+//! ordered and visible through the mapping, and a flush after small scattered
+//! updates writes about what changed (no whole-folio write-back).
+
+mod common;
+
+use mmap_actor::{MappedFile, Mode};
+
+async fn open(path: &std::path::Path) -> MappedFile {
+    MappedFile::options()
+        .write_through(true)
+        .open(path)
+        .await
+        .unwrap()
+}
+
+/// A file written sequentially, as a log or a bulk load would: the kernel
+/// caches such a file in large folios.
+fn prefill(path: &std::path::Path, len: usize) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    for _ in 0..len / chunk.len() {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+#[tokio::test]
+async fn updates_are_visible_and_ordered() {
+    let s = common::Scratch::new();
+    let path = s.path("wt");
+    prefill(&path, 4 << 20);
+    let file = open(&path).await;
+    let seg_before = file.load(100, 4).await.unwrap();
+    file.update(100, &b"abcd"[..]).await.unwrap();
+    assert_ne!(seg_before, file.load(100, 4).await.unwrap());
+    assert_eq!(&file.load(100, 4).await.unwrap()[..], b"abcd");
+    // Concurrent overlapping updates from one handle land in send order.
+    let (a, b) = tokio::join!(
+        file.update(0, vec![1u8; 8192]),
+        file.update(4096, vec![2u8; 16])
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(&file.segment(4096, 16).await.unwrap()[..], &[2u8; 16]);
+    assert_eq!(file.load(4095, 1).await.unwrap()[0], 1);
+    // A lease still excludes a write-through update.
+    let held = file.segment(200, 10).await.unwrap();
+    assert!(file.try_update(205, vec![0u8; 2]).await.is_err());
+    drop(held);
+    file.try_update(205, vec![0u8; 2]).await.unwrap();
+    file.close().await.unwrap();
+    let disk = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &disk[100..104],
+        &[1u8; 4],
+        "the later 8 KiB update covers it"
+    );
+    assert_eq!(&disk[205..207], &[0u8; 2]);
+    assert_eq!(disk[4096], 2);
+}
+
+#[tokio::test]
+async fn copy_on_write_ignores_write_through() {
+    let s = common::Scratch::new();
+    let path = s.path("cow");
+    std::fs::write(&path, vec![0u8; 8192]).unwrap();
+    let file = MappedFile::options()
+        .mode(Mode::CopyOnWrite)
+        .write_through(true)
+        .open(&path)
+        .await
+        .unwrap();
+    file.update(0, &b"private"[..]).await.unwrap();
+    assert_eq!(&file.load(0, 7).await.unwrap()[..], b"private");
+    file.close().await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), vec![0u8; 8192]);
+}
+
+/// Bytes written to the block device holding `path`, from
+/// `/sys/dev/block/MAJ:MIN/stat` (what reaches the disk, not what was
+/// dirtied), or `None` where the file is not on a block device.
+fn device_bytes_written(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc_major(dev), libc_minor(dev));
+    let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+    let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+    Some(sectors * 512)
+}
+
+fn libc_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)
+}
+
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)
+}
+
+#[tokio::test]
+async fn a_flush_writes_about_what_changed() {
+    let s = common::Scratch::new();
+    let path = s.path("amplification");
+    prefill(&path, 32 << 20);
+    let Some(before) = device_bytes_written(&path) else {
+        println!("skipped: the test directory is not on a block device");
+        return;
+    };
+    let file = open(&path).await;
+    // Read it all through the mapping, as a scan would: the kernel now holds
+    // it in large folios, where a store through the mapping would dirty (and
+    // a flush write) a whole folio.
+    file.prewarm(0, 32 << 20).await.unwrap();
+    for i in 0..32u64 {
+        let offset = (i * 7919 % 8192) * 4096;
+        file.update(offset, vec![i as u8; 4096]).await.unwrap();
+        file.flush().await.unwrap();
+    }
+    let written = device_bytes_written(&path).unwrap() - before;
+    // 32 updates of 4 KiB: 128 KiB of data plus metadata (and whatever else
+    // this machine writes meanwhile), not 32 whole folios.
+    assert!(
+        written < 8 << 20,
+        "{written} bytes reached the disk for 128 KiB of updates"
+    );
+    file.close().await.unwrap();
+}
