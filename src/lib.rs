@@ -76,6 +76,12 @@
 //!   fails with [`Error::Poisoned`] until the file is reopened.
 //! - Copy-on-write mappings never write to the file; their flush is an `Ok`
 //!   no-op.
+//! - Cost: a store through a shared mapping dirties its whole page-cache
+//!   folio, and Linux caches files that were read or written sequentially
+//!   in large folios, so a flush after small scattered updates can write
+//!   megabytes per update. [`OpenOptions::write_through`] makes `update`
+//!   use `pwrite` instead, which dirties only the blocks it covers; use it
+//!   for durable small-update workloads.
 //!
 //! [`flush_range`]: MappedFile::flush_range
 //!
@@ -99,6 +105,22 @@
 //!   `ENOSPC` error from [`resize`](MappedFile::resize), not a `SIGBUS`
 //!   later. With [`OpenOptions::preallocate`]`(false)` (huge sparse files)
 //!   that protection is off.
+//!
+//! # Consistency of small operations
+//!
+//! Loads and updates of up to [`DIRECT_MAX`] bytes on a mapping with no
+//! live lease, no waiting request and no resize in progress are copied by
+//! the calling task itself, through a lock-free gate that the actor closes
+//! before it touches bytes, grants a lease or replaces the mapping (the gate
+//! is model-checked with loom). Everything above still holds for them:
+//! bounds are checked against the current generation, a completed update is
+//! visible to every later load, requests from one handle keep their order,
+//! and leases exclude them. What they do not promise is atomicity *between
+//! concurrent* small requests from different tasks on the same bytes: two
+//! overlapping updates racing each other (or an update racing a load) may
+//! interleave byte by byte, as they would through any shared memory. Use
+//! [`MappedFile::modify`], a [`SegmentMut`] or an [`AtomicView`] when a
+//! multi-byte value must change all at once for concurrent readers.
 //!
 //! # Waiting on yourself
 //!
