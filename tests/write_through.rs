@@ -26,8 +26,13 @@ fn prefill(path: &std::path::Path, len: usize) {
     f.sync_all().unwrap();
 }
 
+/// The disk-write measurement below is device-wide: keep this file's other
+/// tests from writing while it runs.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn updates_are_visible_and_ordered() {
+    let _serial = SERIAL.lock().await;
     let s = common::Scratch::new();
     let path = s.path("wt");
     prefill(&path, 4 << 20);
@@ -63,6 +68,7 @@ async fn updates_are_visible_and_ordered() {
 
 #[tokio::test]
 async fn copy_on_write_ignores_write_through() {
+    let _serial = SERIAL.lock().await;
     let s = common::Scratch::new();
     let path = s.path("cow");
     std::fs::write(&path, vec![0u8; 8192]).unwrap();
@@ -100,29 +106,36 @@ fn libc_minor(dev: u64) -> u64 {
 
 #[tokio::test]
 async fn a_flush_writes_about_what_changed() {
+    let _serial = SERIAL.lock().await;
     let s = common::Scratch::new();
     let path = s.path("amplification");
     prefill(&path, 32 << 20);
-    let Some(before) = device_bytes_written(&path) else {
+    if device_bytes_written(&path).is_none() {
         println!("skipped: the test directory is not on a block device");
         return;
-    };
+    }
     let file = open(&path).await;
     // Read it all through the mapping, as a scan would: the kernel now holds
     // it in large folios, where a store through the mapping would dirty (and
     // a flush write) a whole folio.
     file.prewarm(0, 32 << 20).await.unwrap();
-    for i in 0..32u64 {
-        let offset = (i * 7919 % 8192) * 4096;
-        file.update(offset, vec![i as u8; 4096]).await.unwrap();
-        file.flush().await.unwrap();
+    // The device counter is machine-wide: other writers can only add to it,
+    // so the least of three rounds is the closest to our own writes.
+    let mut least = u64::MAX;
+    for round in 0..3u64 {
+        let before = device_bytes_written(&path).unwrap();
+        for i in 0..32u64 {
+            let offset = ((round * 32 + i) * 7919 % 8192) * 4096;
+            file.update(offset, vec![i as u8; 4096]).await.unwrap();
+            file.flush().await.unwrap();
+        }
+        least = least.min(device_bytes_written(&path).unwrap() - before);
     }
-    let written = device_bytes_written(&path).unwrap() - before;
-    // 32 updates of 4 KiB: 128 KiB of data plus metadata (and whatever else
-    // this machine writes meanwhile), not 32 whole folios.
+    // 32 updates of 4 KiB: 128 KiB of data plus metadata, not 32 whole
+    // folios (stores through the mapping write 32 MiB here).
     assert!(
-        written < 8 << 20,
-        "{written} bytes reached the disk for 128 KiB of updates"
+        least < 8 << 20,
+        "{least} bytes reached the disk for 128 KiB of updates"
     );
     file.close().await.unwrap();
 }

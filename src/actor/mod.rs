@@ -6,6 +6,7 @@
 //! pool ([`resize`]). It never blocks its thread: every syscall and every
 //! copy larger than [`INLINE_COPY_MAX`] runs on the blocking pool.
 
+mod execute;
 pub(crate) mod flush;
 pub(crate) mod leases;
 pub(crate) mod resize;
@@ -15,20 +16,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::handle::{MappedFile, Shared};
-use crate::lease::{Grant, Release};
 use crate::options::{OpenOptions, Opened};
-use crate::region::{self, Span};
+use crate::region::Span;
 use crate::request::{Envelope, Request};
-use crate::sys::{Mapping, Region};
+use crate::sys::Mapping;
 use crate::Mode;
 
-use self::flush::{GroupCommit, Plan};
+use self::flush::GroupCommit;
 use self::leases::{Access, Footprint, LeaseTable};
 
 /// Copies up to this many bytes run inline on the actor's thread; larger
@@ -271,7 +270,7 @@ impl MappingActor {
         self.flush.start(&self.file, &self.map);
     }
 
-    fn poisoned(&self) -> Error {
+    pub(super) fn poisoned(&self) -> Error {
         Error::Poisoned {
             path: self.shared.path.clone(),
             kind: self
@@ -464,292 +463,6 @@ impl MappingActor {
         if catch_unwind(AssertUnwindSafe(|| self.execute_inline(request, task))).is_err() {
             tracing::error!(op, "request panicked inside the actor");
         }
-    }
-
-    fn execute_inline(&mut self, request: Request, task: Option<tokio::task::Id>) {
-        let file_len = self.map.len();
-        match request {
-            Request::Load { offset, len, reply } => {
-                let result = region::check(offset, len, file_len).and_then(|span| self.load(span));
-                match result {
-                    Ok(Some(bytes)) => {
-                        let _ = reply.send(Ok(bytes));
-                    }
-                    Ok(None) => self.load_blocking(offset, len, reply, task),
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                    }
-                }
-            }
-            Request::Update {
-                offset,
-                data,
-                reply,
-            } => {
-                if let Err(err) = region::check(offset, data.len() as u64, file_len) {
-                    let _ = reply.send(Err(err));
-                } else if self.shared.write_through {
-                    self.update_pwrite(offset, data, reply, task);
-                } else if data.len() > INLINE_COPY_MAX {
-                    self.update_blocking(offset, data, reply, task);
-                } else {
-                    let fp = Footprint {
-                        span: Span {
-                            start: offset,
-                            end: offset + data.len() as u64,
-                        },
-                        access: Access::Write,
-                    };
-                    let cleared = self.table.clear(&fp).expect("admitted request is clear");
-                    self.map.write(&cleared, offset, &data);
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Request::Modify {
-                offset,
-                len,
-                f,
-                reply,
-            } => {
-                let result = region::check(offset, len, file_len).and_then(|span| {
-                    let len = usize::try_from(len).map_err(|_| Error::OutOfBounds {
-                        offset,
-                        len,
-                        file_len,
-                    })?;
-                    let fp = Footprint {
-                        span,
-                        access: Access::Write,
-                    };
-                    let cleared = self.table.clear(&fp).expect("admitted request is clear");
-                    self.map
-                        .with_mut(&cleared, offset, len, |bytes| {
-                            catch_unwind(AssertUnwindSafe(|| f(bytes)))
-                        })
-                        .map_err(|_| Error::Panicked { op: "modify" })
-                });
-                let _ = reply.send(result);
-            }
-            Request::Lease {
-                offset,
-                len,
-                kind,
-                reply,
-                ..
-            } => {
-                let result = region::check(offset, len, file_len).and_then(|span| {
-                    self.grant(
-                        Footprint {
-                            span,
-                            access: Access::from(kind),
-                        },
-                        task,
-                    )
-                });
-                // If the caller is gone, the grant drops here and releases.
-                let _ = reply.send(result);
-            }
-            Request::Populate { offset, len, reply } => {
-                match region::check(offset, len, file_len).and_then(|span| {
-                    self.grant(
-                        Footprint {
-                            span,
-                            access: Access::Read,
-                        },
-                        task,
-                    )
-                }) {
-                    Ok(grant) => {
-                        let path = self.shared.path.clone();
-                        tokio::task::spawn_blocking(move || {
-                            let result = grant
-                                .region
-                                .mapping()
-                                .populate(offset, len)
-                                .map_err(|e| Error::io("madvise", &path, e));
-                            drop(grant);
-                            let _ = reply.send(result);
-                        });
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                    }
-                }
-            }
-            Request::Flush { range, reply } => self.flush_request(range, reply),
-            Request::Resize { reply, .. } | Request::Close { reply } => {
-                // Served in `execute`; unreachable, but answer rather than hang.
-                let _ = reply.send(Err(Error::Panicked { op: "dispatch" }));
-            }
-        }
-    }
-
-    /// Copies `span` inline when small; `Ok(None)` asks for the blocking path.
-    fn load(&self, span: Span) -> Result<Option<Bytes>> {
-        let len = span.len() as usize;
-        if len > INLINE_COPY_MAX {
-            return Ok(None);
-        }
-        let fp = Footprint {
-            span,
-            access: Access::Read,
-        };
-        let cleared = self.table.clear(&fp).expect("admitted request is clear");
-        let mut buf = vec![0u8; len];
-        self.map.read(&cleared, span.start, &mut buf);
-        Ok(Some(Bytes::from(buf)))
-    }
-
-    /// A large load: a temporary shared lease, copied on the blocking pool.
-    fn load_blocking(
-        &mut self,
-        offset: u64,
-        len: u64,
-        reply: crate::request::Reply<Bytes>,
-        task: Option<tokio::task::Id>,
-    ) {
-        let fp = Footprint {
-            span: Span {
-                start: offset,
-                end: offset + len,
-            },
-            access: Access::Read,
-        };
-        match self.grant(fp, task) {
-            Ok(grant) => {
-                tokio::task::spawn_blocking(move || {
-                    let bytes = Bytes::copy_from_slice(grant.region.bytes());
-                    drop(grant);
-                    let _ = reply.send(Ok(bytes));
-                });
-            }
-            Err(err) => {
-                let _ = reply.send(Err(err));
-            }
-        }
-    }
-
-    /// A large update: a temporary exclusive lease, copied on the blocking
-    /// pool. Later requests for the same bytes wait for its release, so the
-    /// order of requests is kept.
-    fn update_blocking(
-        &mut self,
-        offset: u64,
-        data: Bytes,
-        reply: crate::request::Reply<()>,
-        task: Option<tokio::task::Id>,
-    ) {
-        let fp = Footprint {
-            span: Span {
-                start: offset,
-                end: offset + data.len() as u64,
-            },
-            access: Access::Write,
-        };
-        match self.grant(fp, task) {
-            Ok(mut grant) => {
-                tokio::task::spawn_blocking(move || {
-                    grant.region.bytes_mut().copy_from_slice(&data);
-                    drop(grant);
-                    let _ = reply.send(Ok(()));
-                });
-            }
-            Err(err) => {
-                let _ = reply.send(Err(err));
-            }
-        }
-    }
-
-    /// A write-through update: `pwrite` on the blocking pool under a
-    /// temporary exclusive lease (which keeps the request order, as for a
-    /// large update).
-    fn update_pwrite(
-        &mut self,
-        offset: u64,
-        data: Bytes,
-        reply: crate::request::Reply<()>,
-        task: Option<tokio::task::Id>,
-    ) {
-        let fp = Footprint {
-            span: Span {
-                start: offset,
-                end: offset + data.len() as u64,
-            },
-            access: Access::Write,
-        };
-        match self.grant(fp, task) {
-            Ok(grant) => {
-                let file = Arc::clone(&self.file);
-                let path = self.shared.path.clone();
-                tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    let result = file
-                        .write_all_at(&data, offset)
-                        .map_err(|e| Error::io("pwrite", &path, e));
-                    drop(grant);
-                    let _ = reply.send(result);
-                });
-            }
-            Err(err) => {
-                let _ = reply.send(Err(err));
-            }
-        }
-    }
-
-    /// Registers a lease on the current generation.
-    fn grant(&mut self, fp: Footprint, task: Option<tokio::task::Id>) -> Result<Grant> {
-        let Some(ticket) = self.table.register(fp, task) else {
-            return Err(Error::Conflict {
-                op: "lease",
-                offset: fp.span.start,
-                len: fp.span.len(),
-            });
-        };
-        let release = Release::new(ticket.id(), self.release_tx.clone());
-        match Region::new(Arc::clone(&self.map), &ticket) {
-            Some(region) => Ok(Grant {
-                region,
-                offset: fp.span.start,
-                _release: release,
-            }),
-            None => {
-                // Dropping `release` unregisters the ticket.
-                drop(release);
-                Err(Error::OutOfBounds {
-                    offset: fp.span.start,
-                    len: fp.span.len(),
-                    file_len: self.map.len(),
-                })
-            }
-        }
-    }
-
-    fn flush_request(&mut self, range: Option<(u64, u64)>, reply: crate::request::Reply<()>) {
-        let plan = match range {
-            None => Plan::Full,
-            Some((offset, len)) => match region::check(offset, len, self.map.len()) {
-                Ok(span) => Plan::Range(span),
-                Err(err) => {
-                    let _ = reply.send(Err(err));
-                    return;
-                }
-            },
-        };
-        if self.shared.mode != Mode::ReadWrite {
-            let _ = reply.send(Ok(()));
-            return;
-        }
-        if let Plan::Range(span) = plan {
-            if span.len() == 0 {
-                let _ = reply.send(Ok(()));
-                return;
-            }
-        }
-        if self.shared.poisoned.get().is_some() {
-            let _ = reply.send(Err(self.poisoned()));
-            return;
-        }
-        self.flush.push(plan, reply);
     }
 
     async fn resize(&mut self, new_len: u64) -> Result<()> {

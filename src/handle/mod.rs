@@ -1,17 +1,20 @@
 //! [`MappedFile`]: the cheap, cloneable handle to a mapping actor.
+//!
+//! This file: opening, facts, and the requests served by the actor;
+//! `direct.rs`: small loads and updates served by the calling task;
+//! `leases.rs`: the calls that hand out leases.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::lease::{AtomicView, Grant, Segment, SegmentMut};
 use crate::options::OpenOptions;
-use crate::request::{Envelope, LeaseKind, Reply, Request};
+use crate::request::{Envelope, Reply, Request};
 use crate::sys::gate::Gate;
 use crate::sys::Mapping;
 use crate::Mode;
@@ -50,29 +53,6 @@ impl Shared {
     }
 }
 
-/// Loads and updates up to this many bytes are served by the calling task
-/// itself, straight from the current mapping generation, whenever the
-/// mapping has no live lease, no queued request and no resize in progress
-/// (otherwise they go through the actor like everything else). The copy is
-/// made with atomic byte accesses, so it costs about a nanosecond a byte:
-/// past a few KiB the actor's `memcpy` is cheaper than the saved round trip.
-pub const DIRECT_MAX: usize = 4096;
-
-/// Releases a handle's hold on the direct path if the request carrying it
-/// was never handed to the actor.
-struct HoldGuard<'a> {
-    gate: &'a Gate<Mapping>,
-    armed: bool,
-}
-
-impl Drop for HoldGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.gate.unhold();
-        }
-    }
-}
-
 /// A memory-mapped file, served by its own actor task.
 ///
 /// `MappedFile` is a cheap handle: clone it into every task that needs the
@@ -101,11 +81,18 @@ pub struct MappedFile {
     shared: Arc<Shared>,
 }
 
+/// The span a request carries to the actor.
 macro_rules! span {
     ($op:expr, $offset:expr, $len:expr) => {
         tracing::debug_span!("mmap", op = $op, offset = $offset, len = $len)
     };
 }
+
+mod direct;
+mod leases;
+
+use direct::HoldGuard;
+pub use direct::DIRECT_MAX;
 
 impl MappedFile {
     pub(crate) fn new(tx: mpsc::Sender<Envelope>, shared: Arc<Shared>) -> MappedFile {
@@ -306,57 +293,6 @@ impl MappedFile {
             Err(_) if self.is_closed() => Err(Error::Closed),
             Err(_) => Err(Error::Panicked { op }),
         }
-    }
-
-    /// A small load served by the calling task, if the gate is open.
-    async fn load_direct(&self, offset: u64, len: u64) -> Option<Result<Bytes>> {
-        if len > DIRECT_MAX as u64 {
-            return None;
-        }
-        if self.is_closed() {
-            return Some(Err(Error::Closed));
-        }
-        // Keep a task that loops on direct calls from starving its runtime.
-        tokio::task::consume_budget().await;
-        let entered = self.shared.gate.enter()?;
-        let mut buf = vec![0u8; len as usize];
-        let result = entered.with(|map| {
-            if map.read_direct(&entered, offset, &mut buf) {
-                Ok(())
-            } else {
-                Err(Error::OutOfBounds {
-                    offset,
-                    len,
-                    file_len: map.len(),
-                })
-            }
-        });
-        drop(entered);
-        Some(result.map(|()| Bytes::from(buf)))
-    }
-
-    /// A small update served by the calling task, if the gate is open.
-    async fn update_direct(&self, offset: u64, data: &[u8]) -> Option<Result<()>> {
-        if data.len() > DIRECT_MAX || self.shared.write_through {
-            return None;
-        }
-        if self.is_closed() {
-            return Some(Err(Error::Closed));
-        }
-        tokio::task::consume_budget().await;
-        let entered = self.shared.gate.enter()?;
-        let result = entered.with(|map| {
-            if map.write_direct(&entered, offset, data) {
-                Ok(())
-            } else {
-                Err(Error::OutOfBounds {
-                    offset,
-                    len: data.len() as u64,
-                    file_len: map.len(),
-                })
-            }
-        });
-        Some(result)
     }
 
     /// Copies `len` bytes at `offset` out of the mapping.
@@ -652,204 +588,4 @@ impl MappedFile {
         })
         .await
     }
-
-    async fn lease(
-        &self,
-        op: &'static str,
-        offset: u64,
-        len: u64,
-        kind: LeaseKind,
-        wait: bool,
-    ) -> Result<Grant> {
-        if kind != LeaseKind::Shared {
-            self.writable(op)?;
-        }
-        if let LeaseKind::Atomic(width) = kind {
-            crate::region::check_aligned(offset, u64::from(width))?;
-        }
-        self.call(op, wait, span!(op, offset, len), |reply| Request::Lease {
-            op,
-            offset,
-            len,
-            kind,
-            reply,
-        })
-        .await
-    }
-
-    /// A zero-copy, shared view of `len` bytes at `offset`.
-    ///
-    /// Waits while an update, a [`SegmentMut`] or an atomic view covers any
-    /// of the bytes (and behind earlier waiting requests for them).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> mmap_actor::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let file = mmap_actor::MappedFile::create(dir.path().join("s"), 4096).await?;
-    /// file.update(0, &b"zero-copy"[..]).await?;
-    /// let seg = file.segment(0, 9).await?;
-    /// assert_eq!(&seg[..], b"zero-copy");
-    /// let bytes = seg.into_bytes(); // still no copy
-    /// assert_eq!(&bytes[..4], b"zero");
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::OutOfBounds`], [`Error::Closed`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: a lease granted after the future was dropped is released
-    /// at once.
-    pub async fn segment(&self, offset: u64, len: u64) -> Result<Segment> {
-        self.lease("segment", offset, len, LeaseKind::Shared, true)
-            .await
-            .map(Segment::new)
-    }
-
-    /// [`segment`](Self::segment) that fails with [`Error::Conflict`]
-    /// instead of waiting.
-    ///
-    /// # Errors
-    ///
-    /// As [`segment`](Self::segment), plus [`Error::Conflict`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe.
-    pub async fn try_segment(&self, offset: u64, len: u64) -> Result<Segment> {
-        self.lease("segment", offset, len, LeaseKind::Shared, false)
-            .await
-            .map(Segment::new)
-    }
-
-    /// An exclusive, writable view of `len` bytes at `offset`.
-    ///
-    /// Waits while anything else covers any of the bytes.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ReadOnly`], [`Error::OutOfBounds`], [`Error::Closed`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe.
-    pub async fn segment_mut(&self, offset: u64, len: u64) -> Result<SegmentMut> {
-        self.lease("segment_mut", offset, len, LeaseKind::Exclusive, true)
-            .await
-            .map(SegmentMut::new)
-    }
-
-    /// [`segment_mut`](Self::segment_mut) that fails with
-    /// [`Error::Conflict`] instead of waiting.
-    ///
-    /// # Errors
-    ///
-    /// As [`segment_mut`](Self::segment_mut), plus [`Error::Conflict`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe.
-    pub async fn try_segment_mut(&self, offset: u64, len: u64) -> Result<SegmentMut> {
-        self.lease("segment_mut", offset, len, LeaseKind::Exclusive, false)
-            .await
-            .map(SegmentMut::new)
-    }
-}
-
-macro_rules! atomic_methods {
-    ($(
-        $(#[$doc:meta])*
-        $name:ident, $try_name:ident, $target:ty, $width:expr, ($($arg:ident: $argty:ty),*), $count:expr;
-    )*) => {
-        impl MappedFile {
-            $(
-                $(#[$doc])*
-                ///
-                /// # Errors
-                ///
-                /// [`Error::Misaligned`] unless `offset` is a multiple of the
-                /// width; [`Error::ReadOnly`] on a read-only mapping;
-                /// [`Error::OutOfBounds`]; [`Error::Closed`].
-                ///
-                /// # Cancel safety
-                ///
-                /// Cancel safe.
-                pub async fn $name(&self, offset: u64 $(, $arg: $argty)*) -> Result<AtomicView<$target>> {
-                    let len = self.atomic_len(offset, $count, $width)?;
-                    self.lease(stringify!($name), offset, len, LeaseKind::Atomic($width), true)
-                        .await
-                        .map(AtomicView::new)
-                }
-
-                #[doc = concat!("[`", stringify!($name), "`](Self::", stringify!($name), ") that fails with [`Error::Conflict`] instead of waiting.")]
-                ///
-                /// # Errors
-                ///
-                #[doc = concat!("As [`", stringify!($name), "`](Self::", stringify!($name), "), plus [`Error::Conflict`].")]
-                ///
-                /// # Cancel safety
-                ///
-                /// Cancel safe.
-                pub async fn $try_name(&self, offset: u64 $(, $arg: $argty)*) -> Result<AtomicView<$target>> {
-                    let len = self.atomic_len(offset, $count, $width)?;
-                    self.lease(stringify!($name), offset, len, LeaseKind::Atomic($width), false)
-                        .await
-                        .map(AtomicView::new)
-                }
-            )*
-        }
-    };
-}
-
-impl MappedFile {
-    fn atomic_len(&self, offset: u64, count: u64, width: u8) -> Result<u64> {
-        count
-            .checked_mul(u64::from(width))
-            .ok_or(Error::OutOfBounds {
-                offset,
-                len: u64::MAX,
-                file_len: self.len(),
-            })
-    }
-}
-
-atomic_methods! {
-    /// An `AtomicU32` at `offset` inside the file (4-byte aligned).
-    ///
-    /// Views of the same width coexist; plain access to the same bytes waits
-    /// until the view is released.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> mmap_actor::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let file = mmap_actor::MappedFile::create(dir.path().join("a"), 4096).await?;
-    /// use std::sync::atomic::Ordering;
-    /// let flag = file.atomic_u32(16).await?;
-    /// flag.store(7, Ordering::Release);
-    /// assert_eq!(flag.load(Ordering::Acquire), 7);
-    /// # Ok(()) }
-    /// ```
-    atomic_u32, try_atomic_u32, AtomicU32, 4, (), 1;
-    /// An `AtomicU64` at `offset` inside the file (8-byte aligned).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> mmap_actor::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let file = mmap_actor::MappedFile::create(dir.path().join("a"), 4096).await?;
-    /// use std::sync::atomic::Ordering;
-    /// let hits = file.atomic_u64(64).await?;
-    /// hits.fetch_add(1, Ordering::Relaxed);
-    /// assert_eq!(hits.load(Ordering::Relaxed), 1);
-    /// # Ok(()) }
-    /// ```
-    atomic_u64, try_atomic_u64, AtomicU64, 8, (), 1;
-    /// `count` consecutive `AtomicU32`s starting at `offset` (4-byte aligned).
-    atomic_u32_slice, try_atomic_u32_slice, [AtomicU32], 4, (count: u64), count;
-    /// `count` consecutive `AtomicU64`s starting at `offset` (8-byte aligned).
-    atomic_u64_slice, try_atomic_u64_slice, [AtomicU64], 8, (count: u64), count;
 }
