@@ -284,6 +284,13 @@ impl MappingActor {
 
     fn flushed(&mut self, result: std::io::Result<()>, waiters: Vec<crate::request::Reply<()>>) {
         match result {
+            // An older sync failed: this one's success does not cover the
+            // pages whose write-back error the kernel reported to it.
+            Ok(()) if self.shared.poisoned.get().is_some() => {
+                for reply in waiters {
+                    let _ = reply.send(Err(self.poisoned()));
+                }
+            }
             Ok(()) => {
                 tracing::debug!(waiters = waiters.len(), "sync done");
                 for reply in waiters {
