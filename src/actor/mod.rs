@@ -201,9 +201,13 @@ impl MappingActor {
         // Swap the mapping direct operations use for an empty one, so that
         // only leases keep the file mapped.
         publish(&self.shared, Arc::new(Mapping::empty())).await;
+        // A read-write mapping poisoned before now fails its close.
+        let poisoned = (self.shared.mode == Mode::ReadWrite
+            && self.shared.poisoned.get().is_some())
+        .then(|| self.poisoned());
         retire(self.map);
         let file = self.file;
-        let sync = self.shared.mode == Mode::ReadWrite && self.shared.poisoned.get().is_none();
+        let sync = self.shared.mode == Mode::ReadWrite && poisoned.is_none();
         let locked = self.locked;
         let result = tokio::task::spawn_blocking(move || {
             let result = if sync { file.sync_data() } else { Ok(()) };
@@ -222,20 +226,10 @@ impl MappingActor {
             )))
         });
         let result = match result {
-            Ok(())
-                if self.shared.poisoned.get().is_some() && self.shared.mode == Mode::ReadWrite =>
-            {
-                Err(Error::Poisoned {
-                    path: self.shared.path.clone(),
-                    kind: self
-                        .shared
-                        .poisoned
-                        .get()
-                        .copied()
-                        .unwrap_or(std::io::ErrorKind::Other),
-                })
-            }
-            Ok(()) => Ok(()),
+            Ok(()) => match poisoned {
+                Some(err) => Err(err),
+                None => Ok(()),
+            },
             Err(source) => {
                 let err = Error::io("fdatasync", &self.shared.path, source);
                 let _ = self
