@@ -125,6 +125,13 @@ impl MappingActor {
     ///
     /// Leases still alive when it returns stay valid: each keeps its own
     /// mapping generation.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping (or aborting) this future stops the actor where it is:
+    /// every request waiting for an answer, and every later call, fails with
+    /// [`Error::Closed`]; acknowledged updates are in the page cache, but the
+    /// final flush does not run.
     pub async fn run(mut self) {
         let span = tracing::debug_span!("mapping_actor", path = %self.shared.path.display());
         async move {

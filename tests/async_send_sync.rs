@@ -1,0 +1,52 @@
+//! Auto traits of every public type and of the futures users await: leases
+//! are `'static + Send + Sync`, handles are cheap `Clone + Send + Sync`, and
+//! every call's future can be spawned on a multi-thread runtime.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use mmap_actor::{
+    AtomicView, Error, MappedFile, MappingActor, Mode, OpenOptions, Segment, SegmentMut,
+};
+
+fn send_sync_static<T: Send + Sync + 'static>() {}
+fn send_future<F: Future + Send>(_: F) {}
+
+#[test]
+fn public_types_are_send_sync_and_static() {
+    send_sync_static::<MappedFile>();
+    send_sync_static::<Segment>();
+    send_sync_static::<SegmentMut>();
+    send_sync_static::<AtomicView<AtomicU32>>();
+    send_sync_static::<AtomicView<AtomicU64>>();
+    send_sync_static::<AtomicView<[AtomicU32]>>();
+    send_sync_static::<AtomicView<[AtomicU64]>>();
+    send_sync_static::<OpenOptions>();
+    send_sync_static::<Mode>();
+    send_sync_static::<Error>();
+    fn send_static<T: Send + 'static>() {}
+    send_static::<MappingActor>();
+    fn clone<T: Clone>() {}
+    clone::<MappedFile>();
+}
+
+/// Never run: it only has to compile.
+#[allow(dead_code, clippy::let_underscore_future)]
+fn futures_are_send(file: MappedFile, actor: MappingActor) {
+    send_future(MappedFile::create("x", 1));
+    send_future(MappedFile::open_rw("x"));
+    send_future(OpenOptions::new().open("x"));
+    send_future(file.load(0, 1));
+    send_future(file.update(0, vec![1u8]));
+    send_future(file.modify(0, 1, |_| {}));
+    send_future(file.flush());
+    send_future(file.flush_range(0, 1));
+    send_future(file.resize(1));
+    send_future(file.prewarm(0, 1));
+    send_future(file.segment(0, 1));
+    send_future(file.segment_mut(0, 1));
+    send_future(file.atomic_u64(0));
+    send_future(file.atomic_u32_slice(0, 1));
+    send_future(file.close());
+    send_future(actor.run());
+}
