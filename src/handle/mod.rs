@@ -297,7 +297,7 @@ impl MappedFile {
 
     /// Copies `len` bytes at `offset` out of the mapping.
     ///
-    /// Waits while an exclusive lease ([`SegmentMut`]) or an atomic view
+    /// Waits while an exclusive lease ([`SegmentMut`](crate::SegmentMut)) or an atomic view
     /// covers any of the bytes. Copies above
     /// [`INLINE_COPY_MAX`](crate::INLINE_COPY_MAX) run on the blocking pool.
     ///
