@@ -5,8 +5,9 @@
 //! resize, leases) over a bounded channel and awaits the answers. Nothing
 //! parks an executor thread: every syscall (`msync`, `fdatasync`,
 //! `ftruncate`, `fallocate`, `mmap`) and every large copy runs on tokio's
-//! blocking pool, and waiting for a view to be released is a future, not a
-//! lock.
+//! blocking pool (large updates on a multi-thread runtime: in place under
+//! `block_in_place`), and waiting for a view to be released is a future,
+//! not a lock.
 //!
 //! # Quick start
 //!

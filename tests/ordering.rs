@@ -30,6 +30,17 @@ async fn completed_updates_are_visible_from_every_handle() {
 
 #[tokio::test]
 async fn joined_requests_from_one_handle_apply_in_send_order() {
+    joined_requests_apply_in_send_order().await;
+}
+
+/// On a multi-thread runtime the large update is copied in place under
+/// `block_in_place` instead of on the blocking pool: the order must hold too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_requests_apply_in_send_order_on_a_multi_thread_runtime() {
+    joined_requests_apply_in_send_order().await;
+}
+
+async fn joined_requests_apply_in_send_order() {
     let s = common::Scratch::new();
     let file = s.file("order", 1 << 20).await;
     // A large update (served by the actor on the blocking pool) sent before

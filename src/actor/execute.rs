@@ -60,6 +60,17 @@ impl MappingActor {
                         file.write_all_at(&data, offset)
                             .map_err(|e| Error::io("pwrite", &path, e))
                     });
+                } else if data.len() > INLINE_COPY_MAX && multi_thread() {
+                    // On a multi-thread runtime the actor copies in place,
+                    // having handed its worker's other tasks to another
+                    // thread (`block_in_place`): one hand-off fewer than the
+                    // blocking pool, and no executor thread is held.
+                    let cleared = self
+                        .table
+                        .clear(&write(span))
+                        .expect("admitted request is clear");
+                    tokio::task::block_in_place(|| self.map.write(&cleared, offset, &data));
+                    let _ = reply.send(Ok(()));
                 } else if data.len() > INLINE_COPY_MAX {
                     self.on_blocking_pool(write(span), task, reply, move |grant| {
                         grant.region.bytes_mut().copy_from_slice(&data);
@@ -216,6 +227,15 @@ impl MappingActor {
             }
         }
     }
+}
+
+/// Whether the actor runs on a multi-thread runtime, where
+/// `block_in_place` is allowed.
+fn multi_thread() -> bool {
+    matches!(
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
+    )
 }
 
 fn read(span: Span) -> Footprint {

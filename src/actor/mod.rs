@@ -3,8 +3,11 @@
 //! It drains its request channel in batches, serves requests in the order
 //! they arrive (queueing those whose bytes are leased, see [`leases`]),
 //! hands syncs to the group commit ([`flush`]) and resizes to the blocking
-//! pool ([`resize`]). It never blocks its thread: every syscall and every
-//! copy larger than [`INLINE_COPY_MAX`] runs on the blocking pool.
+//! pool ([`resize`]). It never holds an executor thread: every syscall runs
+//! on the blocking pool, and so does every copy larger than
+//! [`INLINE_COPY_MAX`], except that on a multi-thread runtime a large update
+//! is copied in place under `block_in_place` (the worker's other tasks move
+//! to another thread first), which saves a hand-off.
 
 mod execute;
 pub(crate) mod flush;
@@ -31,7 +34,8 @@ use self::flush::GroupCommit;
 use self::leases::{Access, Footprint, LeaseTable};
 
 /// Copies up to this many bytes run inline on the actor's thread; larger
-/// ones run on the blocking pool under a temporary lease.
+/// ones run on the blocking pool under a temporary lease (large updates on a
+/// multi-thread runtime: in place under `tokio::task::block_in_place`).
 ///
 /// Measured on the reference machine (docs/PERFORMANCE.md): a
 /// `spawn_blocking` round trip costs about 14 µs; copying 64 KiB costs
