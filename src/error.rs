@@ -117,47 +117,15 @@ impl Error {
             source,
         }
     }
+}
 
-    /// A copy of this error, for replying the same failure to several
-    /// waiters (a group commit). `io::Error` is not `Clone`: the copy keeps
-    /// the OS error number or the kind and message.
-    pub(crate) fn duplicate(&self) -> Error {
-        match self {
-            Error::OutOfBounds {
-                offset,
-                len,
-                file_len,
-            } => Error::OutOfBounds {
-                offset: *offset,
-                len: *len,
-                file_len: *file_len,
-            },
-            Error::Misaligned { offset, align } => Error::Misaligned {
-                offset: *offset,
-                align: *align,
-            },
-            Error::ReadOnly { op, mode } => Error::ReadOnly { op, mode: *mode },
-            Error::Conflict { op, offset, len } => Error::Conflict {
-                op,
-                offset: *offset,
-                len: *len,
-            },
-            Error::Closed => Error::Closed,
-            Error::Poisoned { path, kind } => Error::Poisoned {
-                path: path.clone(),
-                kind: *kind,
-            },
-            Error::Locked { path } => Error::Locked { path: path.clone() },
-            Error::Panicked { op } => Error::Panicked { op },
-            Error::Io { op, path, source } => Error::Io {
-                op,
-                path: path.clone(),
-                source: match source.raw_os_error() {
-                    Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(source.kind(), source.to_string()),
-                },
-            },
-        }
+/// A copy of an I/O error, for telling several waiters of one failed sync
+/// (a group commit). `io::Error` is not `Clone`: the copy keeps the OS error
+/// number, or else the kind and message.
+pub(crate) fn copy_io(source: &io::Error) -> io::Error {
+    match source.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(source.kind(), source.to_string()),
     }
 }
 

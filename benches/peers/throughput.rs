@@ -512,60 +512,50 @@ async fn p4_pwrite(path: PathBuf, per_task: u64) -> f64 {
     rate(ops, elapsed)
 }
 
-async fn p4_mmap_io(path: PathBuf, per_task: u64) -> f64 {
-    let mm = open_mmap_io(&path, P4_LEN);
-    mm.flush().expect("flush");
-    let start = Instant::now();
-    let mut set = JoinSet::new();
-    for t in 0..P4_TASKS {
-        let mm = mm.clone();
-        set.spawn(async move {
-            let mut rng = Rng::new(t);
-            let buf = vec![t as u8; P4_BLOCK as usize];
-            for _ in 0..per_task {
-                mm.update_region_async(p4_offset(&mut rng), &buf)
-                    .await
-                    .expect("update_region_async");
-            }
-        });
+/// mmap-io 0.9.6's file, prefilled and written once through the mapping.
+fn open_mmap_io_09(path: &Path, len: u64) -> mmap_io_09::MemoryMappedFile {
+    prefill(path, len);
+    let mm = mmap_io_09::MemoryMappedFile::open_rw(path).expect("open mmap-io 0.9");
+    let chunk = vec![1u8; MIB as usize];
+    for off in (0..len).step_by(MIB as usize) {
+        mm.update_region(off, &chunk[..(len - off).min(MIB) as usize])
+            .expect("prewarm mmap-io 0.9");
     }
-    join_all(set).await;
-    let elapsed = start.elapsed();
-    drop(mm);
-    remove(&path);
-    let ops = P4_TASKS * per_task;
-    rate(ops, elapsed)
+    mm
 }
 
-async fn p4_mmap_io_09(path: PathBuf, per_task: u64) -> f64 {
-    prefill(&path, P4_LEN);
-    let mm = mmap_io_09::MemoryMappedFile::open_rw(&path).expect("open mmap-io 0.9");
-    let chunk = vec![1u8; MIB as usize];
-    for off in (0..P4_LEN).step_by(MIB as usize) {
-        mm.update_region(off, &chunk).expect("prewarm mmap-io 0.9");
-    }
-    mm.flush().expect("flush");
-    let start = Instant::now();
-    let mut set = JoinSet::new();
-    for t in 0..P4_TASKS {
-        let mm = mm.clone();
-        set.spawn(async move {
-            let mut rng = Rng::new(t);
-            let buf = vec![t as u8; P4_BLOCK as usize];
-            for _ in 0..per_task {
-                mm.update_region_async(p4_offset(&mut rng), &buf)
-                    .await
-                    .expect("update_region_async");
+/// P4 for an mmap-io version: `update_region_async` from 32 tasks (1.1
+/// flushes with `msync(MS_SYNC)` each time, 0.9.6 with `MS_ASYNC`).
+macro_rules! p4_mmap_io_version {
+    ($name:ident, $open:ident) => {
+        async fn $name(path: PathBuf, per_task: u64) -> f64 {
+            let mm = $open(&path, P4_LEN);
+            mm.flush().expect("flush");
+            let start = Instant::now();
+            let mut set = JoinSet::new();
+            for t in 0..P4_TASKS {
+                let mm = mm.clone();
+                set.spawn(async move {
+                    let mut rng = Rng::new(t);
+                    let buf = vec![t as u8; P4_BLOCK as usize];
+                    for _ in 0..per_task {
+                        mm.update_region_async(p4_offset(&mut rng), &buf)
+                            .await
+                            .expect("update_region_async");
+                    }
+                });
             }
-        });
-    }
-    join_all(set).await;
-    let elapsed = start.elapsed();
-    drop(mm);
-    remove(&path);
-    let ops = P4_TASKS * per_task;
-    rate(ops, elapsed)
+            join_all(set).await;
+            let elapsed = start.elapsed();
+            drop(mm);
+            remove(&path);
+            rate(P4_TASKS * per_task, elapsed)
+        }
+    };
 }
+
+p4_mmap_io_version!(p4_mmap_io, open_mmap_io);
+p4_mmap_io_version!(p4_mmap_io_09, open_mmap_io_09);
 
 /// P4: durable 4 KiB updates (update, then flush) from 32 tasks.
 pub(crate) fn p4(cfg: &Config) -> Vec<Row> {

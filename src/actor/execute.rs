@@ -168,8 +168,8 @@ impl MappingActor {
                 return;
             }
         }
-        if self.shared.poisoned.get().is_some() {
-            let _ = reply.send(Err(self.poisoned()));
+        if let Some(err) = self.shared.poisoned() {
+            let _ = reply.send(Err(err));
             return;
         }
         self.flush.push(plan, reply);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::error::{Error, Result};
+use crate::error::{copy_io, Error, Result};
 use crate::handle::{MappedFile, Shared};
 use crate::options::{OpenOptions, Opened};
 use crate::region::Span;
@@ -72,11 +72,10 @@ pub struct MappingActor {
     holding: bool,
     flush: GroupCommit,
     preallocate: bool,
-    /// `close()` was called: serve nothing new, finish the final flush.
-    closing: bool,
     /// Every handle is gone: finish what is queued, flush, stop.
     orphaned: bool,
-    /// The `close()` to answer once the final flush is done.
+    /// `close()` was called: serve nothing new, answer it once the final
+    /// flush is done.
     close_reply: Option<crate::request::Reply<()>>,
     /// The file is `flock`ed (`OpenOptions::lock`).
     locked: bool,
@@ -114,7 +113,6 @@ impl MappingActor {
             holding: false,
             flush: GroupCommit::default(),
             preallocate: opts.preallocate,
-            closing: false,
             orphaned: false,
             close_reply: None,
             locked: opts.lock,
@@ -149,16 +147,13 @@ impl MappingActor {
                     biased;
                     Some(id) = self.release_rx.recv() => {
                         self.release(id);
-                        while let Ok(id) = self.release_rx.try_recv() {
-                            self.release(id);
-                        }
+                        self.release_pending();
                         self.serve_ready().await;
-                        self.sync_hold();
                     }
                     (result, waiters) = self.flush.finished(), if self.flush.busy() => {
                         self.flushed(result, waiters);
                     }
-                    n = self.rx.recv_many(&mut batch, BATCH), if !self.orphaned && !self.closing => {
+                    n = self.rx.recv_many(&mut batch, BATCH), if !self.orphaned && !self.closing() => {
                         if n == 0 {
                             tracing::debug!("every handle dropped");
                             self.orphaned = true;
@@ -167,22 +162,13 @@ impl MappingActor {
                         // A lease dropped before a request was sent is
                         // released before that request is looked at (the
                         // two travel on different channels).
-                        let mut released = false;
-                        while let Ok(id) = self.release_rx.try_recv() {
-                            self.release(id);
-                            released = true;
-                        }
-                        if released && self.table.has_waiting() {
+                        if self.release_pending() {
                             self.serve_ready().await;
-                            self.sync_hold();
                         }
                         for envelope in batch.drain(..) {
                             self.serve(envelope).await;
                         }
-                        if self.table.has_waiting() {
-                            self.serve_ready().await;
-                            self.sync_hold();
-                        }
+                        self.serve_ready().await;
                     }
                 }
                 self.start_flush();
@@ -193,11 +179,16 @@ impl MappingActor {
         .await
     }
 
+    /// Whether `close()` was called.
+    fn closing(&self) -> bool {
+        self.close_reply.is_some()
+    }
+
     /// Whether the loop is done: closing with no flush left, or orphaned
     /// with nothing queued and no flush left.
     fn finished(&self) -> bool {
         let flushing = self.flush.busy() || self.flush.has_next();
-        (self.closing && !flushing) || (self.orphaned && !flushing && !self.table.has_waiting())
+        (self.closing() && !flushing) || (self.orphaned && !flushing && !self.table.has_waiting())
     }
 
     /// The end: release the mapping, make the data durable one last time,
@@ -213,9 +204,10 @@ impl MappingActor {
         // only leases keep the file mapped.
         publish(&self.shared, Arc::new(Mapping::empty())).await;
         // A read-write mapping poisoned before now fails its close.
-        let poisoned = (self.shared.mode == Mode::ReadWrite
-            && self.shared.poisoned.get().is_some())
-        .then(|| self.poisoned());
+        let poisoned = self
+            .shared
+            .poisoned()
+            .filter(|_| self.shared.mode == Mode::ReadWrite);
         retire(self.map);
         let file = self.file;
         let sync = self.shared.mode == Mode::ReadWrite && poisoned.is_none();
@@ -243,10 +235,7 @@ impl MappingActor {
             },
             Err(source) => {
                 let err = Error::io("fdatasync", &self.shared.path, source);
-                let _ = self
-                    .shared
-                    .poisoned
-                    .set(err.io_kind().unwrap_or(std::io::ErrorKind::Other));
+                self.shared.poison(&err);
                 Err(err)
             }
         };
@@ -265,52 +254,49 @@ impl MappingActor {
         }
     }
 
+    /// Applies every release already sent; whether there was one.
+    fn release_pending(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(id) = self.release_rx.try_recv() {
+            self.release(id);
+            any = true;
+        }
+        any
+    }
+
     fn start_flush(&mut self) {
         if self.shared.poisoned.get().is_some() {
             for reply in self.flush.take_next() {
-                let _ = reply.send(Err(self.poisoned()));
+                let _ = reply.send(Err(self.shared.poisoned().expect("poisoned")));
             }
             return;
         }
         self.flush.start(&self.file, &self.map);
     }
 
-    pub(super) fn poisoned(&self) -> Error {
-        Error::Poisoned {
-            path: self.shared.path.clone(),
-            kind: self
-                .shared
-                .poisoned
-                .get()
-                .copied()
-                .unwrap_or(std::io::ErrorKind::Other),
-        }
-    }
-
     fn flushed(&mut self, result: std::io::Result<()>, waiters: Vec<crate::request::Reply<()>>) {
         match result {
-            // An older sync failed: this one's success does not cover the
-            // pages whose write-back error the kernel reported to it.
-            Ok(()) if self.shared.poisoned.get().is_some() => {
-                for reply in waiters {
-                    let _ = reply.send(Err(self.poisoned()));
+            Ok(()) => match self.shared.poisoned() {
+                // A sync that failed meanwhile (a resize's) reported a
+                // write-back error this one's success does not cover.
+                Some(_) => {
+                    for reply in waiters {
+                        let _ = reply.send(Err(self.shared.poisoned().expect("poisoned")));
+                    }
                 }
-            }
-            Ok(()) => {
-                tracing::debug!(waiters = waiters.len(), "sync done");
-                for reply in waiters {
-                    let _ = reply.send(Ok(()));
+                None => {
+                    tracing::debug!(waiters = waiters.len(), "sync done");
+                    for reply in waiters {
+                        let _ = reply.send(Ok(()));
+                    }
                 }
-            }
+            },
             Err(source) => {
-                let err = Error::io("sync", &self.shared.path, source);
+                let err = Error::io("sync", &self.shared.path, copy_io(&source));
                 tracing::error!(%err, waiters = waiters.len(), "sync failed; the mapping is poisoned");
-                let _ = self
-                    .shared
-                    .poisoned
-                    .set(err.io_kind().unwrap_or(std::io::ErrorKind::Other));
+                self.shared.poison(&err);
                 for reply in waiters {
-                    let _ = reply.send(Err(err.duplicate()));
+                    let _ = reply.send(Err(Error::io("sync", &self.shared.path, copy_io(&source))));
                 }
             }
         }
@@ -331,7 +317,7 @@ impl MappingActor {
     /// Holds the direct path closed exactly while the lease table is not
     /// empty or the mapping is closing.
     fn sync_hold(&mut self) {
-        let want = self.closing || self.table.active_len() > 0 || self.table.has_waiting();
+        let want = self.closing() || self.table.active_len() > 0 || self.table.has_waiting();
         if want != self.holding {
             if want {
                 self.shared.gate.hold();
@@ -354,7 +340,7 @@ impl MappingActor {
         if request.abandoned() {
             return;
         }
-        if self.closing {
+        if self.closing() {
             request.fail(Error::Closed);
             return;
         }
@@ -396,11 +382,17 @@ impl MappingActor {
         }
     }
 
-    /// Serves every queued request that has become free, in order.
+    /// Serves every queued request that has become free, in order, then
+    /// lets the direct path open again if nothing is leased or waiting.
     async fn serve_ready(&mut self) {
+        if !self.table.has_waiting() {
+            self.sync_hold();
+            return;
+        }
         while let Some(ready) = self.table.next_ready(|p| p.request.abandoned()) {
             self.execute(ready.payload).await;
         }
+        self.sync_hold();
     }
 
     /// The bytes a request touches, or `None` for requests that touch none
@@ -452,6 +444,8 @@ impl MappingActor {
             task,
         } = pending;
         if let Request::Resize { new_len, reply } = request {
+            // No direct operation may still be writing the tail a shrink is
+            // about to cut.
             self.shared.gate.drain().await;
             let result = self.resize(new_len).instrument(span).await;
             let _ = reply.send(result);
@@ -504,10 +498,7 @@ impl MappingActor {
                 // such a failure once, so a later flush could succeed
                 // although data was lost.
                 tracing::error!(%err, "sync failed during a resize; the mapping is poisoned");
-                let _ = self
-                    .shared
-                    .poisoned
-                    .set(err.io_kind().unwrap_or(std::io::ErrorKind::Other));
+                self.shared.poison(err);
             } else {
                 tracing::warn!(%err, "resize refused");
             }
@@ -516,7 +507,8 @@ impl MappingActor {
     }
 
     fn close(&mut self, reply: crate::request::Reply<()>) {
-        self.closing = true;
+        // Answered by `stop`, after the final flush.
+        self.close_reply = Some(reply);
         self.sync_hold();
         self.shared.closed.store(true, Ordering::Release);
         self.rx.close();
@@ -529,8 +521,6 @@ impl MappingActor {
         for waiting in self.table.drain_waiting() {
             waiting.payload.request.fail(Error::Closed);
         }
-        // Answered by `stop`, after the final flush.
-        self.close_reply = Some(reply);
     }
 }
 

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::MappedFile;
 use crate::error::{Error, Result};
-use crate::sys::gate::Gate;
+use crate::sys::gate::Entered;
 use crate::sys::Mapping;
 
 /// Loads and updates up to this many bytes are served by the calling task
@@ -16,47 +16,43 @@ use crate::sys::Mapping;
 /// past a few KiB the actor's `memcpy` is cheaper than the saved round trip.
 pub const DIRECT_MAX: usize = 4096;
 
-/// Releases a handle's hold on the direct path if the request carrying it
-/// was never handed to the actor.
-pub(super) struct HoldGuard<'a> {
-    pub(super) gate: &'a Gate<Mapping>,
-    pub(super) armed: bool,
-}
-
-impl Drop for HoldGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.gate.unhold();
-        }
-    }
-}
-
 impl MappedFile {
-    /// A small load served by the calling task, if the gate is open.
-    pub(super) async fn load_direct(&self, offset: u64, len: u64) -> Option<Result<Bytes>> {
-        if len > DIRECT_MAX as u64 {
-            return None;
-        }
+    /// Enters the gate for one direct operation: `None` when the actor must
+    /// serve the request instead (the gate is held).
+    async fn enter_direct(&self) -> Option<Result<Entered<'_, Mapping>>> {
         if self.is_closed() {
             return Some(Err(Error::Closed));
         }
         // Keep a task that loops on direct calls from starving its runtime.
         tokio::task::consume_budget().await;
-        let entered = self.shared.gate.enter()?;
+        self.shared.gate.enter().map(Ok)
+    }
+
+    /// A small load served by the calling task, if the gate is open.
+    pub(super) async fn load_direct(&self, offset: u64, len: u64) -> Option<Result<Bytes>> {
+        if len > DIRECT_MAX as u64 {
+            return None;
+        }
+        let entered = match self.enter_direct().await? {
+            Ok(entered) => entered,
+            Err(err) => return Some(Err(err)),
+        };
         let mut buf = vec![0u8; len as usize];
-        let result = entered.with(|map| {
-            if map.read_direct(&entered, offset, &mut buf) {
-                Ok(())
-            } else {
-                Err(Error::OutOfBounds {
-                    offset,
-                    len,
-                    file_len: map.len(),
-                })
-            }
+        let copied = entered.with(|map| {
+            map.read_direct(&entered, offset, &mut buf)
+                .then_some(())
+                .ok_or(map.len())
         });
         drop(entered);
-        Some(result.map(|()| Bytes::from(buf)))
+        Some(
+            copied
+                .map(|()| Bytes::from(buf))
+                .map_err(|file_len| Error::OutOfBounds {
+                    offset,
+                    len,
+                    file_len,
+                }),
+        )
     }
 
     /// A small update served by the calling task, if the gate is open.
@@ -64,22 +60,19 @@ impl MappedFile {
         if data.len() > DIRECT_MAX || self.shared.write_through {
             return None;
         }
-        if self.is_closed() {
-            return Some(Err(Error::Closed));
-        }
-        tokio::task::consume_budget().await;
-        let entered = self.shared.gate.enter()?;
-        let result = entered.with(|map| {
-            if map.write_direct(&entered, offset, data) {
-                Ok(())
-            } else {
-                Err(Error::OutOfBounds {
-                    offset,
-                    len: data.len() as u64,
-                    file_len: map.len(),
-                })
-            }
+        let entered = match self.enter_direct().await? {
+            Ok(entered) => entered,
+            Err(err) => return Some(Err(err)),
+        };
+        let copied = entered.with(|map| {
+            map.write_direct(&entered, offset, data)
+                .then_some(())
+                .ok_or(map.len())
         });
-        Some(result)
+        Some(copied.map_err(|file_len| Error::OutOfBounds {
+            offset,
+            len: data.len() as u64,
+            file_len,
+        }))
     }
 }

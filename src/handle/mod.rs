@@ -40,6 +40,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The error every flush gets once a sync has failed, if one has.
+    pub(crate) fn poisoned(&self) -> Option<Error> {
+        self.poisoned.get().map(|&kind| Error::Poisoned {
+            path: self.path.clone(),
+            kind,
+        })
+    }
+
+    /// Records a failed sync: every later flush fails until reopened.
+    pub(crate) fn poison(&self, err: &Error) {
+        let _ = self
+            .poisoned
+            .set(err.io_kind().unwrap_or(io::ErrorKind::Other));
+    }
+
     pub(crate) fn new(path: PathBuf, mode: Mode, map: Arc<Mapping>, write_through: bool) -> Shared {
         Shared {
             path,
@@ -91,7 +106,6 @@ macro_rules! span {
 mod direct;
 mod leases;
 
-use direct::HoldGuard;
 pub use direct::DIRECT_MAX;
 
 impl MappedFile {
@@ -269,13 +283,7 @@ impl MappedFile {
         // generation: hold the direct path closed until the actor has served
         // it, so that no direct operation overtakes it.
         let held = !matches!(request, Request::Flush { .. } | Request::Close { .. });
-        let mut guard = HoldGuard {
-            gate: &self.shared.gate,
-            armed: held,
-        };
-        if held {
-            self.shared.gate.hold();
-        }
+        let hold = held.then(|| self.shared.gate.take_hold());
         let envelope = Envelope {
             request,
             wait,
@@ -283,9 +291,12 @@ impl MappedFile {
             span,
             task: tokio::task::try_id(),
         };
+        // If the send fails or this future is dropped while it waits for
+        // room, the guard releases the hold; once sent, the actor does.
         self.tx.send(envelope).await.map_err(|_| Error::Closed)?;
-        // The actor releases the hold once it has served the request.
-        guard.armed = false;
+        if let Some(hold) = hold {
+            hold.hand_over();
+        }
         match answer.await {
             Ok(result) => result,
             // The actor dropped the reply without answering: it stopped

@@ -190,13 +190,35 @@ impl<M> Gate<M> {
     /// exclusive right to replace the generation. Returns `None` (and keeps
     /// no hold) when one is in flight: wait and retry.
     pub(crate) fn try_exclusive(&self) -> Option<Exclusive<'_, M>> {
+        let hold = self.take_hold();
+        (self.in_flight() == 0).then_some(Exclusive { hold })
+    }
+
+    /// Takes a hold that is released when the guard drops, unless it is
+    /// handed over ([`Hold::hand_over`]).
+    pub(crate) fn take_hold(&self) -> Hold<'_, M> {
         self.hold();
-        let exclusive = Exclusive { gate: self };
-        if self.in_flight() == 0 {
-            Some(exclusive)
-        } else {
-            None
-        }
+        Hold { gate: self }
+    }
+}
+
+/// A hold, released on drop.
+pub(crate) struct Hold<'a, M> {
+    gate: &'a Gate<M>,
+}
+
+impl<M> Hold<'_, M> {
+    /// Keeps the hold past this guard: whoever now owns it releases it
+    /// with [`Gate::unhold`] (a request's hold, released by the actor once
+    /// it has served the request).
+    pub(crate) fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl<M> Drop for Hold<'_, M> {
+    fn drop(&mut self) {
+        self.gate.unhold();
     }
 }
 
@@ -246,7 +268,7 @@ impl<M> Drop for Entered<'_, M> {
 /// The right to replace the generation: a hold with no direct operation in
 /// flight. Dropping it releases the hold.
 pub(crate) struct Exclusive<'a, M> {
-    gate: &'a Gate<M>,
+    hold: Hold<'a, M>,
 }
 
 impl<M> Exclusive<'_, M> {
@@ -259,21 +281,16 @@ impl<M> Exclusive<'_, M> {
             // SAFETY: a hold exists and no direct operation was in flight
             // after it was taken, so nothing reads `current` until the hold
             // is released (module docs); `&self` keeps the hold alive.
-            unsafe { std::mem::replace(&mut *self.gate.current.get(), next) }
+            unsafe { std::mem::replace(&mut *self.hold.gate.current.get(), next) }
         }
         #[cfg(mmap_actor_loom)]
         {
             // SAFETY: as above; loom checks the claim.
-            self.gate
+            self.hold
+                .gate
                 .current
                 .with_mut(|p| unsafe { std::mem::replace(&mut *p, next) })
         }
-    }
-}
-
-impl<M> Drop for Exclusive<'_, M> {
-    fn drop(&mut self) {
-        self.gate.unhold();
     }
 }
 
