@@ -92,8 +92,11 @@
 //! through this library conflicts with: the lease table enforces the
 //! compatibility rules above, and all pointer arithmetic (bounds checked
 //! against the length of the lease's own generation) lives in one private
-//! module. What this library cannot control is *other processes*, or other
-//! code in this process using the same file without it:
+//! module (`src/sys/`). What this library cannot control is *other
+//! processes*, or other code in this process using the same file without
+//! it. `memmap2` makes its file-mapping constructors `unsafe` for exactly
+//! this reason; this crate takes that assumption on deliberately, so that
+//! its own API can be safe, and states here what breaking it costs:
 //!
 //! - If the file is **truncated by someone else** while mapped, touching a
 //!   page past the new end raises `SIGBUS`, which kills the process.
@@ -134,9 +137,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod actor;
+mod blocking;
+mod disk;
 mod error;
 mod handle;
 mod lease;
+mod lease_table;
+mod loom;
 mod options;
 mod region;
 mod request;

@@ -1,12 +1,5 @@
-//! How a file is opened: [`Mode`] and the [`OpenOptions`] builder.
-
-use std::fs::{File, OpenOptions as StdOpenOptions};
-use std::io;
-use std::path::{Path, PathBuf};
-
-use crate::error::{Error, Result};
-use crate::handle::MappedFile;
-use crate::sys;
+//! How a file is opened: [`Mode`] and the [`OpenOptions`] builder (plain
+//! data; the opening itself is `OpenOptions::open`, in `handle/open.rs`).
 
 /// How the file is mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,7 +29,7 @@ impl Mode {
 /// instead of queueing without bound.
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 1024;
 
-/// Builder for opening a [`MappedFile`], in the manner of
+/// Builder for opening a [`MappedFile`](crate::MappedFile), in the manner of
 /// [`std::fs::OpenOptions`].
 ///
 /// ```
@@ -142,7 +135,7 @@ impl OpenOptions {
 
     /// Take an advisory `flock` on the file (default `false`): exclusive for
     /// read-write mappings, shared otherwise. Another cooperating mapping of
-    /// the same file then fails to open with [`Error::Locked`] instead of
+    /// the same file then fails to open with [`Error::Locked`](crate::Error::Locked) instead of
     /// mapping (and possibly truncating) a file this one has mapped for
     /// writing. Processes that do not take the lock are not stopped.
     pub fn lock(&mut self, lock: bool) -> &mut Self {
@@ -150,7 +143,7 @@ impl OpenOptions {
         self
     }
 
-    /// Write every [`update`](MappedFile::update) with `pwrite` on the
+    /// Write every [`update`](crate::MappedFile::update) with `pwrite` on the
     /// blocking pool instead of storing through the mapping (default
     /// `false`; read-write mappings only). The mapping shares the page cache,
     /// so loads, segments and atomics see the bytes as before.
@@ -167,151 +160,4 @@ impl OpenOptions {
         self.write_through = write_through;
         self
     }
-
-    /// Opens the file and spawns its mapping actor on the current tokio
-    /// runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] for an open, length, preallocation or map failure (with
-    /// the path and the OS error: missing file, permission denied, a
-    /// directory, no space); [`Error::ReadOnly`] when a length change or
-    /// creation is asked of a read-only or copy-on-write mapping;
-    /// [`Error::Locked`] when [`lock`](Self::lock) is set and another mapping
-    /// holds the lock.
-    ///
-    /// # Cancel safety
-    ///
-    /// The blocking open runs to completion on the blocking pool even if this
-    /// future is dropped; a file it created is left on disk.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
-    pub async fn open(&self, path: impl AsRef<Path>) -> Result<MappedFile> {
-        let (file, actor) = self.open_unspawned(path).await?;
-        tokio::spawn(actor.run());
-        Ok(file)
-    }
-
-    /// Opens the file and returns the handle with its actor *not yet
-    /// running*: spawn [`MappingActor::run`](crate::MappingActor::run)
-    /// wherever you like (another runtime, a `LocalSet`, a task you can
-    /// abort in a test). Requests wait until it runs.
-    ///
-    /// # Errors
-    ///
-    /// As [`open`](Self::open).
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`open`](Self::open).
-    pub async fn open_unspawned(
-        &self,
-        path: impl AsRef<Path>,
-    ) -> Result<(MappedFile, crate::MappingActor)> {
-        let path = path.as_ref().to_path_buf();
-        let opts = self.clone();
-        let opened = tokio::task::spawn_blocking(move || opts.open_blocking(path))
-            .await
-            .map_err(|_| Error::Panicked { op: "open" })??;
-        Ok(crate::actor::MappingActor::start(self, opened))
-    }
-
-    fn open_blocking(&self, path: PathBuf) -> Result<Opened> {
-        let writable = self.mode == Mode::ReadWrite;
-        if !writable && (self.create || self.create_new || self.truncate) {
-            return Err(Error::ReadOnly {
-                op: "create or truncate",
-                mode: self.mode,
-            });
-        }
-        let mut std_opts = StdOpenOptions::new();
-        std_opts.read(true).write(writable);
-        let mut created = false;
-        let file = if self.create_new {
-            created = true;
-            std_opts.create_new(true).open(&path)
-        } else if self.create {
-            match StdOpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(file) => {
-                    created = true;
-                    Ok(file)
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std_opts.open(&path),
-                Err(e) => Err(e),
-            }
-        } else {
-            std_opts.open(&path)
-        }
-        .map_err(|e| Error::io("open", &path, e))?;
-
-        let meta = file.metadata().map_err(|e| Error::io("stat", &path, e))?;
-        if !meta.is_file() {
-            let errno = if meta.is_dir() {
-                libc::EISDIR
-            } else {
-                libc::EINVAL
-            };
-            return Err(Error::io(
-                "open",
-                &path,
-                io::Error::from_raw_os_error(errno),
-            ));
-        }
-        if self.lock && !sys::try_lock(&file, writable).map_err(|e| Error::io("flock", &path, e))? {
-            return Err(Error::Locked { path });
-        }
-        let mut len = meta.len();
-        if self.truncate && len != 0 {
-            file.set_len(0)
-                .map_err(|e| Error::io("ftruncate", &path, e))?;
-            len = 0;
-        }
-        let target = match self.len {
-            Some(want) if created || self.truncate || want != len => Some(want),
-            _ => None,
-        };
-        if let Some(want) = target {
-            if !writable {
-                return Err(Error::ReadOnly {
-                    op: "set length",
-                    mode: self.mode,
-                });
-            }
-            if want > len && self.preallocate {
-                sys::fallocate(&file, len, want - len)
-                    .map_err(|e| Error::io("fallocate", &path, e))?;
-            }
-            file.set_len(want)
-                .map_err(|e| Error::io("ftruncate", &path, e))?;
-            len = want;
-        }
-        if target.is_some() || self.truncate {
-            file.sync_data()
-                .map_err(|e| Error::io("fdatasync", &path, e))?;
-        }
-        if created {
-            let parent = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            sys::sync_dir(&parent).map_err(|e| Error::io("fsync directory", &parent, e))?;
-        }
-        let map =
-            sys::Mapping::map(&file, len, self.mode).map_err(|e| Error::io("mmap", &path, e))?;
-        Ok(Opened { file, path, map })
-    }
-}
-
-/// A file opened and mapped on the blocking pool, ready for its actor.
-pub(crate) struct Opened {
-    pub(crate) file: File,
-    pub(crate) path: PathBuf,
-    pub(crate) map: sys::Mapping,
 }

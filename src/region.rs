@@ -1,25 +1,26 @@
-//! Checked `offset`/`len` arithmetic. Pure functions, no I/O.
+//! Checked `offset`/`len` arithmetic: [`ByteRange`] and the bounds and
+//! alignment checks every request goes through. Pure functions, no I/O.
 
 use crate::error::{Error, Result};
 
 /// A half-open byte range `[start, end)` whose end did not overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Span {
+pub(crate) struct ByteRange {
     pub(crate) start: u64,
     pub(crate) end: u64,
 }
 
-impl Span {
+impl ByteRange {
     /// `[offset, offset + len)`, or `None` when the end overflows `u64`.
-    pub(crate) fn new(offset: u64, len: u64) -> Option<Span> {
+    pub(crate) fn new(offset: u64, len: u64) -> Option<ByteRange> {
         offset
             .checked_add(len)
-            .map(|end| Span { start: offset, end })
+            .map(|end| ByteRange { start: offset, end })
     }
 
     /// The range from `start` to the end of any file.
-    pub(crate) fn tail(start: u64) -> Span {
-        Span {
+    pub(crate) fn tail(start: u64) -> ByteRange {
+        ByteRange {
             start,
             end: u64::MAX,
         }
@@ -31,7 +32,7 @@ impl Span {
     }
 
     /// Whether the two ranges share a byte. Empty ranges share none.
-    pub(crate) fn overlaps(&self, other: &Span) -> bool {
+    pub(crate) fn overlaps(&self, other: &ByteRange) -> bool {
         self.start < self.end
             && other.start < other.end
             && self.start < other.end
@@ -48,9 +49,9 @@ pub(crate) fn in_bounds(offset: u64, len: u64, file_len: u64) -> bool {
 
 /// Checks a range against a file length, returning the span or
 /// [`Error::OutOfBounds`] naming all three numbers.
-pub(crate) fn check(offset: u64, len: u64, file_len: u64) -> Result<Span> {
+pub(crate) fn check(offset: u64, len: u64, file_len: u64) -> Result<ByteRange> {
     if in_bounds(offset, len, file_len) {
-        Ok(Span {
+        Ok(ByteRange {
             start: offset,
             end: offset + len,
         })
@@ -87,8 +88,8 @@ mod tests {
 
         #[test]
         fn overlap_is_symmetric_and_exact(a in 0u64..64, al in 0u64..16, b in 0u64..64, bl in 0u64..16) {
-            let x = Span::new(a, al).unwrap();
-            let y = Span::new(b, bl).unwrap();
+            let x = ByteRange::new(a, al).unwrap();
+            let y = ByteRange::new(b, bl).unwrap();
             let exact = (a..a + al).any(|i| (b..b + bl).contains(&i));
             prop_assert_eq!(x.overlaps(&y), exact);
             prop_assert_eq!(y.overlaps(&x), exact);
@@ -102,7 +103,7 @@ mod tests {
         assert!(!in_bounds(11, 0, 10));
         assert!(!in_bounds(u64::MAX, 1, u64::MAX));
         assert!(in_bounds(u64::MAX, 0, u64::MAX));
-        assert!(Span::new(u64::MAX, 1).is_none());
+        assert!(ByteRange::new(u64::MAX, 1).is_none());
         assert!(matches!(
             check(5, 6, 10),
             Err(Error::OutOfBounds {

@@ -1,11 +1,14 @@
-//! The envelope a handle sends its actor: the request, how to reply, and the
+//! The envelope a handle sends its actor: the request, how to reply, the
+//! hold that keeps later direct operations from overtaking it, and the
 //! caller's tracing span.
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lease::Grant;
+use crate::lease_table::Access;
+use crate::sys::gate::Hold;
 
 /// Where the actor sends its answer. The caller may be gone by then, so the
 /// actor always ignores the send's result.
@@ -14,20 +17,19 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 /// A closure run on the mapped bytes inside the actor (`MappedFile::modify`).
 pub(crate) type Modify = Box<dyn FnOnce(&mut [u8]) + Send + 'static>;
 
-/// What a lease request asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LeaseKind {
-    /// `Segment`: shared read access.
-    Shared,
-    /// `SegmentMut`: exclusive read-write access.
-    Exclusive,
-    /// `AtomicView`: atomic access of the given width in bytes (4 or 8).
-    Atomic(u8),
-}
-
 /// One operation on the mapping. Variants mirror `MappedFile` methods;
 /// `reply` is always the last field.
 pub(crate) enum Request {
+    /// Served by the actor without awaiting anything but the gate.
+    Inline(Inline),
+    /// A resize: awaited by the actor (blocking-pool work, remapping).
+    Resize { new_len: u64, reply: Reply<()> },
+    /// A close: the actor stops serving and answers after its final flush.
+    Close { reply: Reply<()> },
+}
+
+/// The requests the actor serves inline, once admitted by the lease table.
+pub(crate) enum Inline {
     Load {
         offset: u64,
         len: u64,
@@ -44,21 +46,12 @@ pub(crate) enum Request {
         f: Modify,
         reply: Reply<()>,
     },
-    Flush {
-        /// `None`: the whole file; `Some((offset, len))`: that range.
-        range: Option<(u64, u64)>,
-        reply: Reply<()>,
-    },
-    Resize {
-        new_len: u64,
-        reply: Reply<()>,
-    },
     Lease {
         /// The handle method, for errors and logs.
         op: &'static str,
         offset: u64,
         len: u64,
-        kind: LeaseKind,
+        access: Access,
         reply: Reply<Grant>,
     },
     Populate {
@@ -66,72 +59,118 @@ pub(crate) enum Request {
         len: u64,
         reply: Reply<()>,
     },
-    Close {
+    Flush {
+        /// `None`: the whole file; `Some((offset, len))`: that range.
+        range: Option<(u64, u64)>,
         reply: Reply<()>,
     },
 }
 
 impl Request {
-    /// The operation's name, for spans, logs and errors.
-    pub(crate) fn op(&self) -> &'static str {
+    /// Whether serving the request touches mapped bytes, grants a lease or
+    /// replaces the generation: such a request closes the direct path from
+    /// the moment it is sent until the actor has served it, so that no
+    /// direct operation sent after it overtakes it. This is the one place
+    /// that decides it.
+    pub(crate) fn touches_bytes(&self) -> bool {
         match self {
-            Request::Load { .. } => "load",
-            Request::Update { .. } => "update",
-            Request::Modify { .. } => "modify",
-            Request::Flush { range: None, .. } => "flush",
-            Request::Flush { range: Some(_), .. } => "flush_range",
-            Request::Resize { .. } => "resize",
-            Request::Lease { op, .. } => op,
-            Request::Populate { .. } => "populate",
-            Request::Close { .. } => "close",
+            Request::Inline(inline) => inline.touches_bytes(),
+            Request::Resize { .. } => true,
+            Request::Close { .. } => false,
         }
     }
 
     /// Whether the caller has stopped waiting for the answer.
     pub(crate) fn abandoned(&self) -> bool {
         match self {
-            Request::Load { reply, .. } => reply.is_closed(),
-            Request::Lease { reply, .. } => reply.is_closed(),
-            Request::Update { reply, .. }
-            | Request::Modify { reply, .. }
-            | Request::Flush { reply, .. }
-            | Request::Resize { reply, .. }
-            | Request::Populate { reply, .. }
-            | Request::Close { reply, .. } => reply.is_closed(),
+            Request::Inline(inline) => inline.abandoned(),
+            Request::Resize { reply, .. } | Request::Close { reply } => reply.is_closed(),
         }
     }
 
-    /// Answers the request with an error (replies of every type).
-    pub(crate) fn fail(self, err: crate::Error) {
+    /// Answers the request with an error.
+    pub(crate) fn fail(self, err: Error) {
         match self {
-            Request::Load { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            Request::Lease { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            Request::Update { reply, .. }
-            | Request::Modify { reply, .. }
-            | Request::Flush { reply, .. }
-            | Request::Resize { reply, .. }
-            | Request::Populate { reply, .. }
-            | Request::Close { reply, .. } => {
+            Request::Inline(inline) => inline.fail(err),
+            Request::Resize { reply, .. } | Request::Close { reply } => {
                 let _ = reply.send(Err(err));
             }
         }
     }
 }
 
+impl Inline {
+    pub(crate) fn op(&self) -> &'static str {
+        match self {
+            Inline::Load { .. } => "load",
+            Inline::Update { .. } => "update",
+            Inline::Modify { .. } => "modify",
+            Inline::Lease { op, .. } => op,
+            Inline::Populate { .. } => "prewarm",
+            Inline::Flush { range: None, .. } => "flush",
+            Inline::Flush { range: Some(_), .. } => "flush_range",
+        }
+    }
+
+    /// Whether serving it reads or writes mapped bytes or grants a lease
+    /// (a flush only syncs; a prewarm only faults pages in and changes no
+    /// byte, so it needs no exclusion).
+    pub(crate) fn touches_bytes(&self) -> bool {
+        !matches!(self, Inline::Flush { .. } | Inline::Populate { .. })
+    }
+
+    pub(crate) fn abandoned(&self) -> bool {
+        match self {
+            Inline::Load { reply, .. } => reply.is_closed(),
+            Inline::Lease { reply, .. } => reply.is_closed(),
+            Inline::Update { reply, .. }
+            | Inline::Modify { reply, .. }
+            | Inline::Populate { reply, .. }
+            | Inline::Flush { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    pub(crate) fn fail(self, err: Error) {
+        match self {
+            Inline::Load { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Inline::Lease { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Inline::Update { reply, .. }
+            | Inline::Modify { reply, .. }
+            | Inline::Populate { reply, .. }
+            | Inline::Flush { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// What a request does when its bytes are taken by a conflicting lease or
+/// an earlier waiting request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnConflict {
+    /// Queue until the bytes are free (the plain calls).
+    Wait,
+    /// Fail with `Error::Conflict` (the `try_` calls).
+    Fail,
+}
+
+/// Who sent a request: the tokio task, if any, to detect a task that waits
+/// on a lease it holds itself.
+pub(crate) type Owner = Option<tokio::task::Id>;
+
 /// A request in transit, with what the actor needs to serve it well.
 pub(crate) struct Envelope {
     pub(crate) request: Request,
-    /// `false` for `try_` calls: fail with `Conflict` instead of queueing.
-    pub(crate) wait: bool,
-    /// The handle took a hold on the direct path for this request; the
-    /// actor releases it once the request is served.
-    pub(crate) held: bool,
+    pub(crate) on_conflict: OnConflict,
+    /// The hold the handle took for a request that touches bytes; dropped
+    /// once the actor has served the request (or failed or skipped it), on
+    /// every path, which reopens the direct path.
+    pub(crate) hold: Option<Hold>,
     /// The caller's span, entered while the actor serves the request.
     pub(crate) span: tracing::Span,
-    /// The calling task, to detect a task waiting on its own lease.
-    pub(crate) task: Option<tokio::task::Id>,
+    pub(crate) owner: Owner,
 }

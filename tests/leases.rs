@@ -70,7 +70,7 @@ async fn take(
     }))
 }
 
-/// The design's table (DESIGN.md §1), with `load` behaving as a segment.
+/// The compatibility table (docs/ARCHITECTURE.md, "Leases"), with `load` behaving as a segment.
 fn compatible(held: Kind, wanted: Kind) -> bool {
     use Kind::*;
     matches!(
@@ -165,7 +165,7 @@ async fn waiting_requests_are_served_first_come_first_served() {
         })
     };
     // Disjoint bytes are not held up by the queue.
-    file.try_segment_mut(200, 10).await.unwrap();
+    drop(file.try_segment_mut(200, 10).await.unwrap());
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(order.lock().unwrap().is_empty());
     drop(reader);

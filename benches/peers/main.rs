@@ -1,5 +1,5 @@
 //! Side-by-side benchmarks of `mmap-actor` against its peers, one workload
-//! per performance target of DESIGN.md §3 (P1–P8).
+//! per performance target (P1–P8, listed in docs/PERFORMANCE.md).
 //!
 //! Every workload runs our crate and its peers in the same process, one
 //! after the other, on the same files and sizes, and prints one table row

@@ -1,82 +1,132 @@
-//! The resize protocol's blocking half (runs on the blocking pool).
+//! The resize protocol.
 //!
-//! - **Grow**: reserve the new tail (`posix_fallocate`, unless the mapping is
-//!   sparse), set the length, map a new generation, `fdatasync` so the length
-//!   is durable. If anything before the sync fails, the file is cut back to
-//!   its old length and the old generation stays current: the mapping keeps
-//!   working.
-//! - **Shrink**: the actor calls this only once no lease of any generation
+//! - **Grow**: reserve and set the new length ([`disk::set_length`]), map a
+//!   new generation, `fdatasync` so the length is durable. If anything
+//!   before the sync fails, the file is cut back to its old length and the
+//!   old generation stays current: the mapping keeps working. Never waits
+//!   for leases: they keep their own generation.
+//! - **Shrink**: the actor runs it only once no lease of any generation
 //!   overlaps the cut tail (the lease table queues the shrink until then).
 //!   Map the shorter generation first, then `ftruncate`, then `fdatasync`.
 //! - **A failed sync** poisons the mapping (it was also writing back dirty
 //!   pages). A grow is then undone (old length, old generation); a shrink
 //!   cannot be (the tail is gone), so its shorter generation is published:
-//!   the old one reaches past the end of the file.
-//!   Old generations that are still alive keep their longer mapping, but
-//!   nothing may touch their cut tail: no lease covers it and the actor only
-//!   uses the current generation.
+//!   the old one reaches past the end of the file. Old generations that are
+//!   still alive keep their longer mapping, but nothing may touch their cut
+//!   tail: no lease covers it and the actor only uses the current
+//!   generation.
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use super::MappingActor;
+use crate::blocking;
+use crate::disk;
 use crate::error::{Error, Result};
-use crate::sys::Mapping;
+use crate::sys::file::FileLock;
+use crate::sys::Generation;
 use crate::Mode;
 
-/// What a resize did.
-pub(crate) struct Outcome {
+/// What the blocking half of a resize did.
+struct Outcome {
     /// The new generation, if the file keeps its new length (a shrink whose
     /// sync failed keeps it: the old mapping would reach past the end).
-    pub(crate) map: Option<Mapping>,
-    pub(crate) result: Result<()>,
+    generation: Option<Generation>,
+    result: Result<()>,
     /// The failure was the sync: data may be lost, poison the mapping.
-    pub(crate) sync_failed: bool,
+    sync_failed: bool,
+}
+
+impl MappingActor {
+    /// Resizes to `new_len`: the blocking half on the blocking pool, then
+    /// the new generation published to the direct path. The caller has
+    /// drained the direct path with a hold in place.
+    pub(super) async fn resize(&mut self, new_len: u64) -> Result<()> {
+        let old_len = self.current.len();
+        if new_len == old_len {
+            return Ok(());
+        }
+        let file = Arc::clone(&self.file);
+        let path = self.shared.path.clone();
+        let preallocate = self.preallocate;
+        let lock = self.lock.clone();
+        tracing::debug!(old_len, new_len, "resize");
+        let outcome = blocking::run("resize", move || {
+            Ok(resize_blocking(
+                &file,
+                &path,
+                old_len,
+                new_len,
+                preallocate,
+                lock,
+            ))
+        })
+        .await?;
+        if let Some(generation) = outcome.generation {
+            // The file has its new length: map it, even if the sync failed.
+            self.replace_generation(Arc::new(generation)).await;
+            self.shared.len.store(new_len, Ordering::Release);
+        }
+        if let Err(err) = &outcome.result {
+            if outcome.sync_failed {
+                // That sync also wrote back dirty pages; the kernel reports
+                // such a failure once, so a later flush could succeed
+                // although data was lost.
+                tracing::error!(%err, "sync failed during a resize; the mapping is poisoned");
+                self.shared.poison(err);
+            } else {
+                tracing::warn!(%err, "resize refused");
+            }
+        }
+        outcome.result
+    }
 }
 
 /// Changes the file from `old_len` to `new_len` bytes and maps it anew.
-pub(crate) fn resize_blocking(
+fn resize_blocking(
     file: &File,
     path: &Path,
     old_len: u64,
     new_len: u64,
     preallocate: bool,
+    lock: Option<Arc<FileLock>>,
 ) -> Outcome {
     let changed = if new_len > old_len {
-        grow(file, path, old_len, new_len, preallocate)
+        grow(file, path, old_len, new_len, preallocate, lock)
     } else {
-        shrink(file, path, new_len)
+        shrink(file, path, new_len, lock)
     };
-    let map = match changed {
-        Ok(map) => map,
+    let generation = match changed {
+        Ok(generation) => generation,
         Err(err) => {
             return Outcome {
-                map: None,
+                generation: None,
                 result: Err(err),
                 sync_failed: false,
             }
         }
     };
-    match file.sync_data() {
+    match disk::sync_data(file, path) {
         Ok(()) => Outcome {
-            map: Some(map),
+            generation: Some(generation),
             result: Ok(()),
             sync_failed: false,
         },
-        Err(e) if new_len > old_len => {
+        Err(err) if new_len > old_len => {
             // A grow can still be undone: keep the old length and generation.
-            drop(map);
-            if let Err(undo) = file.set_len(old_len) {
-                tracing::error!(%undo, path = %path.display(), "could not restore the length after a failed grow");
-            }
+            drop(generation);
+            disk::restore_length(file, path, old_len, &err);
             Outcome {
-                map: None,
-                result: Err(Error::io("fdatasync", path, e)),
+                generation: None,
+                result: Err(err),
                 sync_failed: true,
             }
         }
-        Err(e) => Outcome {
-            map: Some(map),
-            result: Err(Error::io("fdatasync", path, e)),
+        Err(err) => Outcome {
+            generation: Some(generation),
+            result: Err(err),
             sync_failed: true,
         },
     }
@@ -88,29 +138,23 @@ fn grow(
     old_len: u64,
     new_len: u64,
     preallocate: bool,
-) -> Result<Mapping> {
-    let attempt = || -> Result<Mapping> {
-        if preallocate {
-            crate::sys::fallocate(file, old_len, new_len - old_len)
-                .map_err(|e| Error::io("fallocate", path, e))?;
-        }
-        file.set_len(new_len)
-            .map_err(|e| Error::io("ftruncate", path, e))?;
-        Mapping::map(file, new_len, Mode::ReadWrite).map_err(|e| Error::io("mmap", path, e))
-    };
-    attempt().inspect_err(|err| {
-        // Leave the file as it was: a partial fallocate or a length without
-        // a mapping must not survive a failed grow.
-        if let Err(undo) = file.set_len(old_len) {
-            tracing::error!(%err, %undo, path = %path.display(), "could not restore the length after a failed grow");
-        }
-    })
+    lock: Option<Arc<FileLock>>,
+) -> Result<Generation> {
+    disk::set_length(file, path, old_len, new_len, preallocate)?;
+    Generation::map(file, new_len, Mode::ReadWrite, lock)
+        .map_err(|e| Error::io("mmap", path, e))
+        .inspect_err(|err| disk::restore_length(file, path, old_len, err))
 }
 
-fn shrink(file: &File, path: &Path, new_len: u64) -> Result<Mapping> {
-    let map =
-        Mapping::map(file, new_len, Mode::ReadWrite).map_err(|e| Error::io("mmap", path, e))?;
+fn shrink(
+    file: &File,
+    path: &Path,
+    new_len: u64,
+    lock: Option<Arc<FileLock>>,
+) -> Result<Generation> {
+    let generation = Generation::map(file, new_len, Mode::ReadWrite, lock)
+        .map_err(|e| Error::io("mmap", path, e))?;
     file.set_len(new_len)
         .map_err(|e| Error::io("ftruncate", path, e))?;
-    Ok(map)
+    Ok(generation)
 }

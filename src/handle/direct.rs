@@ -1,12 +1,12 @@
 //! The direct path: small loads and updates copied by the calling task
-//! through the gate (`sys::gate`), without a round trip to the actor.
+//! through the gate (`sys/gate.rs`), without a round trip to the actor.
 
 use bytes::Bytes;
 
 use super::MappedFile;
 use crate::error::{Error, Result};
-use crate::sys::gate::Entered;
-use crate::sys::Mapping;
+use crate::sys::gate::Reading;
+use crate::sys::Generation;
 
 /// Loads and updates up to this many bytes are served by the calling task
 /// itself, straight from the current mapping generation, whenever the
@@ -19,13 +19,13 @@ pub const DIRECT_MAX: usize = 4096;
 impl MappedFile {
     /// Enters the gate for one direct operation: `None` when the actor must
     /// serve the request instead (the gate is held).
-    async fn enter_direct(&self) -> Option<Result<Entered<'_, Mapping>>> {
+    async fn enter_direct(&self) -> Option<Result<Reading<'_, Generation>>> {
         if self.is_closed() {
             return Some(Err(Error::Closed));
         }
         // Keep a task that loops on direct calls from starving its runtime.
         tokio::task::consume_budget().await;
-        self.shared.gate.enter().map(Ok)
+        self.shared.current.enter().map(Ok)
     }
 
     /// A small load served by the calling task, if the gate is open.
@@ -33,17 +33,18 @@ impl MappedFile {
         if len > DIRECT_MAX as u64 {
             return None;
         }
-        let entered = match self.enter_direct().await? {
-            Ok(entered) => entered,
+        let reading = match self.enter_direct().await? {
+            Ok(reading) => reading,
             Err(err) => return Some(Err(err)),
         };
         let mut buf = vec![0u8; len as usize];
-        let copied = entered.with(|map| {
-            map.read_direct(&entered, offset, &mut buf)
+        let copied = reading.with(|generation, entered| {
+            generation
+                .read_direct(entered, offset, &mut buf)
                 .then_some(())
-                .ok_or(map.len())
+                .ok_or(generation.len())
         });
-        drop(entered);
+        drop(reading);
         Some(
             copied
                 .map(|()| Bytes::from(buf))
@@ -60,14 +61,15 @@ impl MappedFile {
         if data.len() > DIRECT_MAX || self.shared.write_through {
             return None;
         }
-        let entered = match self.enter_direct().await? {
-            Ok(entered) => entered,
+        let reading = match self.enter_direct().await? {
+            Ok(reading) => reading,
             Err(err) => return Some(Err(err)),
         };
-        let copied = entered.with(|map| {
-            map.write_direct(&entered, offset, data)
+        let copied = reading.with(|generation, entered| {
+            generation
+                .write_direct(entered, offset, data)
                 .then_some(())
-                .ok_or(map.len())
+                .ok_or(generation.len())
         });
         Some(copied.map_err(|file_len| Error::OutOfBounds {
             offset,

@@ -3,10 +3,11 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use super::MappedFile;
+use super::{request_span, MappedFile};
 use crate::error::{Error, Result};
-use crate::lease::{AtomicView, Grant, Segment, SegmentMut};
-use crate::request::{LeaseKind, Request};
+use crate::lease::{width_of, AtomicTarget, AtomicView, Grant, Segment, SegmentMut};
+use crate::lease_table::Access;
+use crate::request::{Inline, OnConflict, Request};
 
 impl MappedFile {
     async fn lease(
@@ -14,23 +15,47 @@ impl MappedFile {
         op: &'static str,
         offset: u64,
         len: u64,
-        kind: LeaseKind,
-        wait: bool,
+        access: Access,
+        on_conflict: OnConflict,
     ) -> Result<Grant> {
-        if kind != LeaseKind::Shared {
+        if access != Access::Read {
             self.writable(op)?;
         }
-        if let LeaseKind::Atomic(width) = kind {
+        if let Access::Atomic(width) = access {
             crate::region::check_aligned(offset, u64::from(width))?;
         }
-        self.call(op, wait, span!(op, offset, len), |reply| Request::Lease {
-            op,
-            offset,
-            len,
-            kind,
-            reply,
+        self.call(op, on_conflict, request_span(op, offset, len), |reply| {
+            Request::Inline(Inline::Lease {
+                op,
+                offset,
+                len,
+                access,
+                reply,
+            })
         })
         .await
+    }
+
+    /// `count` atomics of `T`'s width at `offset`: the one body behind every
+    /// atomic-view call.
+    async fn atomic<T: ?Sized + AtomicTarget>(
+        &self,
+        op: &'static str,
+        offset: u64,
+        count: u64,
+        on_conflict: OnConflict,
+    ) -> Result<AtomicView<T>> {
+        let width = width_of::<T>();
+        let len = count
+            .checked_mul(u64::from(width))
+            .ok_or(Error::OutOfBounds {
+                offset,
+                len: u64::MAX,
+                file_len: self.len(),
+            })?;
+        self.lease(op, offset, len, Access::Atomic(width), on_conflict)
+            .await
+            .map(AtomicView::new)
     }
 
     /// A zero-copy, shared view of `len` bytes at `offset`.
@@ -60,7 +85,7 @@ impl MappedFile {
     /// Cancel safe: a lease granted after the future was dropped is released
     /// at once.
     pub async fn segment(&self, offset: u64, len: u64) -> Result<Segment> {
-        self.lease("segment", offset, len, LeaseKind::Shared, true)
+        self.lease("segment", offset, len, Access::Read, OnConflict::Wait)
             .await
             .map(Segment::new)
     }
@@ -76,7 +101,7 @@ impl MappedFile {
     ///
     /// Cancel safe.
     pub async fn try_segment(&self, offset: u64, len: u64) -> Result<Segment> {
-        self.lease("segment", offset, len, LeaseKind::Shared, false)
+        self.lease("segment", offset, len, Access::Read, OnConflict::Fail)
             .await
             .map(Segment::new)
     }
@@ -93,7 +118,7 @@ impl MappedFile {
     ///
     /// Cancel safe.
     pub async fn segment_mut(&self, offset: u64, len: u64) -> Result<SegmentMut> {
-        self.lease("segment_mut", offset, len, LeaseKind::Exclusive, true)
+        self.lease("segment_mut", offset, len, Access::Write, OnConflict::Wait)
             .await
             .map(SegmentMut::new)
     }
@@ -109,70 +134,11 @@ impl MappedFile {
     ///
     /// Cancel safe.
     pub async fn try_segment_mut(&self, offset: u64, len: u64) -> Result<SegmentMut> {
-        self.lease("segment_mut", offset, len, LeaseKind::Exclusive, false)
+        self.lease("segment_mut", offset, len, Access::Write, OnConflict::Fail)
             .await
             .map(SegmentMut::new)
     }
-}
 
-macro_rules! atomic_methods {
-    ($(
-        $(#[$doc:meta])*
-        $name:ident, $try_name:ident, $target:ty, $width:expr, ($($arg:ident: $argty:ty),*), $count:expr;
-    )*) => {
-        impl MappedFile {
-            $(
-                $(#[$doc])*
-                ///
-                /// # Errors
-                ///
-                /// [`Error::Misaligned`] unless `offset` is a multiple of the
-                /// width; [`Error::ReadOnly`] on a read-only mapping;
-                /// [`Error::OutOfBounds`]; [`Error::Closed`].
-                ///
-                /// # Cancel safety
-                ///
-                /// Cancel safe.
-                pub async fn $name(&self, offset: u64 $(, $arg: $argty)*) -> Result<AtomicView<$target>> {
-                    let len = self.atomic_len(offset, $count, $width)?;
-                    self.lease(stringify!($name), offset, len, LeaseKind::Atomic($width), true)
-                        .await
-                        .map(AtomicView::new)
-                }
-
-                #[doc = concat!("[`", stringify!($name), "`](Self::", stringify!($name), ") that fails with [`Error::Conflict`] instead of waiting.")]
-                ///
-                /// # Errors
-                ///
-                #[doc = concat!("As [`", stringify!($name), "`](Self::", stringify!($name), "), plus [`Error::Conflict`].")]
-                ///
-                /// # Cancel safety
-                ///
-                /// Cancel safe.
-                pub async fn $try_name(&self, offset: u64 $(, $arg: $argty)*) -> Result<AtomicView<$target>> {
-                    let len = self.atomic_len(offset, $count, $width)?;
-                    self.lease(stringify!($name), offset, len, LeaseKind::Atomic($width), false)
-                        .await
-                        .map(AtomicView::new)
-                }
-            )*
-        }
-    };
-}
-
-impl MappedFile {
-    fn atomic_len(&self, offset: u64, count: u64, width: u8) -> Result<u64> {
-        count
-            .checked_mul(u64::from(width))
-            .ok_or(Error::OutOfBounds {
-                offset,
-                len: u64::MAX,
-                file_len: self.len(),
-            })
-    }
-}
-
-atomic_methods! {
     /// An `AtomicU32` at `offset` inside the file (4-byte aligned).
     ///
     /// Views of the same width coexist; plain access to the same bytes waits
@@ -189,7 +155,34 @@ atomic_methods! {
     /// assert_eq!(flag.load(Ordering::Acquire), 7);
     /// # Ok(()) }
     /// ```
-    atomic_u32, try_atomic_u32, AtomicU32, 4, (), 1;
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`] unless `offset` is a multiple of 4;
+    /// [`Error::ReadOnly`] on a read-only mapping; [`Error::OutOfBounds`];
+    /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn atomic_u32(&self, offset: u64) -> Result<AtomicView<AtomicU32>> {
+        self.atomic("atomic_u32", offset, 1, OnConflict::Wait).await
+    }
+
+    /// [`atomic_u32`](Self::atomic_u32) that fails with [`Error::Conflict`]
+    /// instead of waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`atomic_u32`](Self::atomic_u32), plus [`Error::Conflict`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn try_atomic_u32(&self, offset: u64) -> Result<AtomicView<AtomicU32>> {
+        self.atomic("atomic_u32", offset, 1, OnConflict::Fail).await
+    }
+
     /// An `AtomicU64` at `offset` inside the file (8-byte aligned).
     ///
     /// ```
@@ -203,9 +196,111 @@ atomic_methods! {
     /// assert_eq!(hits.load(Ordering::Relaxed), 1);
     /// # Ok(()) }
     /// ```
-    atomic_u64, try_atomic_u64, AtomicU64, 8, (), 1;
-    /// `count` consecutive `AtomicU32`s starting at `offset` (4-byte aligned).
-    atomic_u32_slice, try_atomic_u32_slice, [AtomicU32], 4, (count: u64), count;
-    /// `count` consecutive `AtomicU64`s starting at `offset` (8-byte aligned).
-    atomic_u64_slice, try_atomic_u64_slice, [AtomicU64], 8, (count: u64), count;
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`] unless `offset` is a multiple of 8;
+    /// [`Error::ReadOnly`] on a read-only mapping; [`Error::OutOfBounds`];
+    /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn atomic_u64(&self, offset: u64) -> Result<AtomicView<AtomicU64>> {
+        self.atomic("atomic_u64", offset, 1, OnConflict::Wait).await
+    }
+
+    /// [`atomic_u64`](Self::atomic_u64) that fails with [`Error::Conflict`]
+    /// instead of waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`atomic_u64`](Self::atomic_u64), plus [`Error::Conflict`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn try_atomic_u64(&self, offset: u64) -> Result<AtomicView<AtomicU64>> {
+        self.atomic("atomic_u64", offset, 1, OnConflict::Fail).await
+    }
+
+    /// `count` consecutive `AtomicU32`s starting at `offset` (4-byte
+    /// aligned). A `count` of zero gives an empty slice.
+    ///
+    /// # Errors
+    ///
+    /// As [`atomic_u32`](Self::atomic_u32); [`Error::OutOfBounds`] also when
+    /// `count * 4` overflows.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn atomic_u32_slice(
+        &self,
+        offset: u64,
+        count: u64,
+    ) -> Result<AtomicView<[AtomicU32]>> {
+        self.atomic("atomic_u32_slice", offset, count, OnConflict::Wait)
+            .await
+    }
+
+    /// [`atomic_u32_slice`](Self::atomic_u32_slice) that fails with
+    /// [`Error::Conflict`] instead of waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`atomic_u32_slice`](Self::atomic_u32_slice), plus
+    /// [`Error::Conflict`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn try_atomic_u32_slice(
+        &self,
+        offset: u64,
+        count: u64,
+    ) -> Result<AtomicView<[AtomicU32]>> {
+        self.atomic("atomic_u32_slice", offset, count, OnConflict::Fail)
+            .await
+    }
+
+    /// `count` consecutive `AtomicU64`s starting at `offset` (8-byte
+    /// aligned). A `count` of zero gives an empty slice.
+    ///
+    /// # Errors
+    ///
+    /// As [`atomic_u64`](Self::atomic_u64); [`Error::OutOfBounds`] also when
+    /// `count * 8` overflows.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn atomic_u64_slice(
+        &self,
+        offset: u64,
+        count: u64,
+    ) -> Result<AtomicView<[AtomicU64]>> {
+        self.atomic("atomic_u64_slice", offset, count, OnConflict::Wait)
+            .await
+    }
+
+    /// [`atomic_u64_slice`](Self::atomic_u64_slice) that fails with
+    /// [`Error::Conflict`] instead of waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`atomic_u64_slice`](Self::atomic_u64_slice), plus
+    /// [`Error::Conflict`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn try_atomic_u64_slice(
+        &self,
+        offset: u64,
+        count: u64,
+    ) -> Result<AtomicView<[AtomicU64]>> {
+        self.atomic("atomic_u64_slice", offset, count, OnConflict::Fail)
+            .await
+    }
 }

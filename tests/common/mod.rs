@@ -66,29 +66,42 @@ pub mod child {
         ]
     }
 
-    /// A command running the child test `name` of this test binary, with
-    /// `env_key=env_value` set (the child test does nothing without it).
-    pub fn command(name: &str, env_key: &str, env_value: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
-        cmd.args(test_args(name)).env(env_key, env_value);
+    /// The one builder of child commands: the test binary running exactly
+    /// the child test `name`, through `wrapper` if it is not empty (a fault
+    /// injector, a namespace or a limit, e.g. `["strace", "-f", ...]`),
+    /// with `envs` set (a child test does nothing without its variable).
+    pub fn build<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        wrapper: &[&str],
+        name: &str,
+        envs: impl IntoIterator<Item = (K, V)>,
+    ) -> Command {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(&exe),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&exe);
+                cmd
+            }
+        };
+        cmd.args(test_args(name)).envs(envs);
         cmd
     }
 
-    /// A command running the child test `name` through `wrapper` (a fault
-    /// injector, a namespace or a limit), e.g. `["strace", "-f", ...]`.
+    /// A command running the child test `name` of this test binary, with
+    /// `env_key=env_value` set.
+    pub fn command(name: &str, env_key: &str, env_value: impl AsRef<OsStr>) -> Command {
+        build(&[], name, [(env_key, env_value)])
+    }
+
+    /// A command running the child test `name` through `wrapper`.
     pub fn wrapped(
         wrapper: &[&str],
         name: &str,
         env_key: &str,
         env_value: impl AsRef<OsStr>,
     ) -> Command {
-        let (program, args) = wrapper.split_first().expect("a wrapper program");
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .arg(std::env::current_exe().expect("test binary path"))
-            .args(test_args(name))
-            .env(env_key, env_value);
-        cmd
+        build(wrapper, name, [(env_key, env_value)])
     }
 
     /// The signal that killed the process, if one did.
@@ -233,25 +246,11 @@ pub fn rerun(
     wrapper: &[&str],
     env: &[(&str, String)],
 ) -> (std::process::ExitStatus, String) {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut cmd = if wrapper.is_empty() {
-        std::process::Command::new(&exe)
-    } else {
-        let mut c = std::process::Command::new(wrapper[0]);
-        c.args(&wrapper[1..]).arg(&exe);
-        c
-    };
-    cmd.args([
-        "--exact",
+    let out = child::run(&mut child::build(
+        wrapper,
         name,
-        "--include-ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("spawn child test");
+        env.iter().map(|(k, v)| (*k, v.as_str())),
+    ));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -1,5 +1,9 @@
 //! The lease table: which byte ranges are held, how, and who waits for them.
 //!
+//! A pure data structure (no tokio, no I/O), so that the actor and the raw
+//! module can both depend on it and its admission rules can be tested
+//! without a runtime (see the tests at the bottom).
+//!
 //! # Invariant
 //!
 //! Two *active* footprints that [`conflict`] never coexist. Every access to
@@ -7,7 +11,8 @@
 //! a lease's for the lease's life; an inline `load`/`update` is checked with
 //! [`LeaseTable::clear`] and runs to completion before the actor looks at
 //! another request. The proof types [`Cleared`] and [`Ticket`], which the
-//! unsafe module demands, can only be made here, after that check.
+//! raw module (`sys`) demands before it hands out bytes, can only be made
+//! here, after that check.
 //!
 //! Waiting requests are served first come, first served: a request is
 //! admitted only if it conflicts with no active footprint *and* with no
@@ -16,8 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::region::Span;
-use crate::request::LeaseKind;
+use crate::region::ByteRange;
 
 /// How a footprint touches its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,32 +30,28 @@ pub(crate) enum Access {
     Read,
     /// Plain writes (`SegmentMut`, `update`, `modify`, a resize's tail).
     Write,
-    /// Atomic access of this width in bytes.
+    /// Atomic access of this width in bytes (4 or 8).
     Atomic(u8),
-}
-
-impl From<LeaseKind> for Access {
-    fn from(kind: LeaseKind) -> Access {
-        match kind {
-            LeaseKind::Shared => Access::Read,
-            LeaseKind::Exclusive => Access::Write,
-            LeaseKind::Atomic(width) => Access::Atomic(width),
-        }
-    }
 }
 
 /// A byte range and how it is touched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Footprint {
-    pub(crate) span: Span,
+    pub(crate) range: ByteRange,
     pub(crate) access: Access,
 }
 
-/// The compatibility table of the design notes: overlapping reads coexist,
-/// overlapping same-width atomics coexist, everything else that overlaps
-/// conflicts.
+impl Footprint {
+    pub(crate) fn new(range: ByteRange, access: Access) -> Footprint {
+        Footprint { range, access }
+    }
+}
+
+/// The compatibility table of the architecture guide: overlapping reads
+/// coexist, overlapping same-width atomics coexist, everything else that
+/// overlaps conflicts.
 pub(crate) fn conflict(a: &Footprint, b: &Footprint) -> bool {
-    if !a.span.overlaps(&b.span) {
+    if !a.range.overlaps(&b.range) {
         return false;
     }
     match (a.access, b.access) {
@@ -59,6 +59,14 @@ pub(crate) fn conflict(a: &Footprint, b: &Footprint) -> bool {
         (Access::Atomic(x), Access::Atomic(y)) => x != y,
         _ => true,
     }
+}
+
+/// What the actor hears from the outside besides requests: a lease was
+/// dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// The lease with this ticket id was dropped.
+    Released(u64),
 }
 
 /// Proof that an inline access was checked against the table and that the
@@ -81,10 +89,10 @@ impl Ticket {
         self.id
     }
     pub(crate) fn offset(&self) -> u64 {
-        self.footprint.span.start
+        self.footprint.range.start
     }
     pub(crate) fn len(&self) -> u64 {
-        self.footprint.span.len()
+        self.footprint.range.len()
     }
     /// Whether the lease may write (exclusive or atomic).
     pub(crate) fn writes(&self) -> bool {
@@ -99,11 +107,11 @@ impl Ticket {
     }
 }
 
-/// An active footprint and the task that asked for it.
+/// An active footprint and who asked for it.
 #[derive(Debug)]
-struct Held {
+struct Active<O> {
     footprint: Footprint,
-    task: Option<tokio::task::Id>,
+    owner: O,
 }
 
 /// A request waiting for its footprint to become free.
@@ -112,14 +120,16 @@ pub(crate) struct Waiting<P> {
     pub(crate) payload: P,
 }
 
-/// Active leases and the FIFO of requests that wait for them.
-pub(crate) struct LeaseTable<P> {
-    active: HashMap<u64, Held>,
+/// Active leases and the FIFO of requests that wait for them. `P` is what a
+/// waiting request carries; `O` names who asked (to detect a caller that
+/// would wait on its own lease).
+pub(crate) struct LeaseTable<P, O> {
+    active: HashMap<u64, Active<O>>,
     waiting: VecDeque<Waiting<P>>,
     next_id: u64,
 }
 
-impl<P> Default for LeaseTable<P> {
+impl<P, O> Default for LeaseTable<P, O> {
     fn default() -> Self {
         LeaseTable {
             active: HashMap::new(),
@@ -129,7 +139,7 @@ impl<P> Default for LeaseTable<P> {
     }
 }
 
-impl<P> LeaseTable<P> {
+impl<P, O: PartialEq> LeaseTable<P, O> {
     /// Whether `fp` conflicts with an active footprint.
     fn blocked_by_active(&self, fp: &Footprint) -> bool {
         self.active
@@ -143,14 +153,12 @@ impl<P> LeaseTable<P> {
         !self.blocked_by_active(fp) && !self.waiting.iter().any(|w| conflict(&w.footprint, fp))
     }
 
-    /// Whether an active lease taken by `task` conflicts with `fp`: the
+    /// Whether an active lease taken by `owner` conflicts with `fp`: the
     /// caller would wait on itself if it still holds that lease.
-    pub(crate) fn held_by(&self, fp: &Footprint, task: Option<tokio::task::Id>) -> bool {
-        task.is_some()
-            && self
-                .active
-                .values()
-                .any(|held| held.task == task && conflict(&held.footprint, fp))
+    pub(crate) fn held_by(&self, fp: &Footprint, owner: &O) -> bool {
+        self.active
+            .values()
+            .any(|held| held.owner == *owner && conflict(&held.footprint, fp))
     }
 
     /// Proof for an inline access that [`admits`](Self::admits) allowed.
@@ -160,11 +168,7 @@ impl<P> LeaseTable<P> {
 
     /// Registers `fp` as active and returns its ticket, or `None` if it
     /// conflicts with an active footprint.
-    pub(crate) fn register(
-        &mut self,
-        fp: Footprint,
-        task: Option<tokio::task::Id>,
-    ) -> Option<Ticket> {
+    pub(crate) fn register(&mut self, fp: Footprint, owner: O) -> Option<Ticket> {
         if self.blocked_by_active(&fp) {
             return None;
         }
@@ -172,18 +176,23 @@ impl<P> LeaseTable<P> {
         self.next_id += 1;
         self.active.insert(
             id,
-            Held {
+            Active {
                 footprint: fp,
-                task,
+                owner,
             },
         );
         Some(Ticket { id, footprint: fp })
     }
 
     /// Marks lease `id` released. Unknown ids (a ticket never handed out,
-    /// a double release) are ignored.
+    /// a double release) are ignored: returns whether it was active.
     pub(crate) fn release(&mut self, id: u64) -> bool {
         self.active.remove(&id).is_some()
+    }
+
+    /// Whether nothing is leased and nothing waits.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.active.is_empty() && self.waiting.is_empty()
     }
 
     /// Number of active leases.
@@ -227,12 +236,41 @@ impl<P> LeaseTable<P> {
 
 #[cfg(test)]
 mod tests {
+    //! A deterministic harness: the table is driven by a script of
+    //! registrations, releases and arrivals, and the order in which waiting
+    //! requests are admitted is checked against the rules. No runtime.
     use super::*;
 
     fn fp(start: u64, end: u64, access: Access) -> Footprint {
-        Footprint {
-            span: Span { start, end },
-            access,
+        Footprint::new(ByteRange { start, end }, access)
+    }
+
+    /// A small driver: requests either run at once (recorded in `served`)
+    /// or wait; `settle` admits every waiting request that may run, in the
+    /// table's order, as the actor does.
+    struct Harness {
+        table: LeaseTable<u32, u32>,
+        served: Vec<u32>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            Harness {
+                table: LeaseTable::default(),
+                served: Vec::new(),
+            }
+        }
+        fn arrive(&mut self, id: u32, footprint: Footprint) {
+            if self.table.admits(&footprint) {
+                self.served.push(id);
+            } else {
+                self.table.enqueue(footprint, id);
+            }
+        }
+        fn settle(&mut self) {
+            while let Some(ready) = self.table.next_ready(|_| false) {
+                self.served.push(ready.payload);
+            }
         }
     }
 
@@ -256,14 +294,18 @@ mod tests {
                     !conflict(&fp(0, 8, a), &fp(8, 16, b)),
                     "disjoint {a:?} vs {b:?}"
                 );
+                assert!(
+                    !conflict(&fp(4, 4, a), &fp(0, 8, b)),
+                    "empty {a:?} vs {b:?}"
+                );
             }
         }
     }
 
     #[test]
     fn fifo_admission() {
-        let mut table: LeaseTable<u32> = LeaseTable::default();
-        let reader = table.register(fp(0, 10, Access::Read), None).unwrap();
+        let mut table: LeaseTable<u32, u32> = LeaseTable::default();
+        let reader = table.register(fp(0, 10, Access::Read), 0).unwrap();
         // A writer must wait for the reader ...
         assert!(!table.admits(&fp(5, 6, Access::Write)));
         table.enqueue(fp(5, 6, Access::Write), 1);
@@ -282,10 +324,70 @@ mod tests {
 
     #[test]
     fn abandoned_waiters_are_dropped() {
-        let mut table: LeaseTable<u32> = LeaseTable::default();
-        let _w = table.register(fp(0, 10, Access::Write), None).unwrap();
+        let mut table: LeaseTable<u32, u32> = LeaseTable::default();
+        let _w = table.register(fp(0, 10, Access::Write), 0).unwrap();
         table.enqueue(fp(0, 10, Access::Read), 7);
         assert!(table.next_ready(|p| *p == 7).is_none());
         assert!(!table.has_waiting());
+    }
+
+    #[test]
+    fn register_refuses_an_active_conflict_and_clear_ignores_waiters() {
+        let mut table: LeaseTable<u32, u32> = LeaseTable::default();
+        let atomic = table.register(fp(0, 8, Access::Atomic(8)), 0).unwrap();
+        assert!(table.register(fp(0, 8, Access::Atomic(8)), 1).is_some());
+        assert!(table.register(fp(4, 8, Access::Atomic(4)), 1).is_none());
+        assert!(table.register(fp(0, 1, Access::Read), 1).is_none());
+        assert!(table.clear(&fp(0, 8, Access::Write)).is_none());
+        assert!(table.clear(&fp(8, 16, Access::Write)).is_some());
+        // `clear` is about active leases only: a queued conflicting request
+        // is the caller's business (`admits`).
+        table.enqueue(fp(8, 16, Access::Write), 9);
+        assert!(table.clear(&fp(8, 16, Access::Read)).is_some());
+        assert!(!table.admits(&fp(8, 16, Access::Read)));
+        assert!(table.release(atomic.id()));
+        assert_eq!(table.active_len(), 1);
+        assert!(!table.is_idle());
+    }
+
+    #[test]
+    fn held_by_names_the_owner_of_a_conflicting_lease() {
+        let mut table: LeaseTable<u32, u32> = LeaseTable::default();
+        let _seg = table.register(fp(0, 8, Access::Read), 1).unwrap();
+        assert!(table.held_by(&fp(4, 5, Access::Write), &1));
+        assert!(!table.held_by(&fp(4, 5, Access::Write), &2));
+        // A compatible request does not wait, whoever holds the bytes.
+        assert!(!table.held_by(&fp(4, 5, Access::Read), &1));
+    }
+
+    #[test]
+    fn a_shrink_is_not_overtaken_by_later_requests_for_its_tail() {
+        let mut h = Harness::new();
+        let seg = h.table.register(fp(100, 200, Access::Read), 0).unwrap();
+        // The shrink to 50 cuts the segment: it waits ...
+        h.arrive(1, fp(50, u64::MAX, Access::Write));
+        // ... and readers of the tail that arrive later queue behind it,
+        h.arrive(2, fp(60, 70, Access::Read));
+        // while readers in front of the cut go ahead.
+        h.arrive(3, fp(0, 10, Access::Read));
+        assert_eq!(h.served, vec![3]);
+        assert!(h.table.release(seg.id()));
+        h.settle();
+        assert_eq!(h.served, vec![3, 1, 2]);
+        assert!(h.table.is_idle());
+    }
+
+    #[test]
+    fn readers_behind_a_writer_are_admitted_together_once_it_is_served() {
+        let mut h = Harness::new();
+        let first = h.table.register(fp(0, 8, Access::Read), 0).unwrap();
+        h.arrive(1, fp(0, 8, Access::Write));
+        h.arrive(2, fp(0, 8, Access::Read));
+        h.arrive(3, fp(4, 12, Access::Read));
+        h.arrive(4, fp(100, 108, Access::Write));
+        assert_eq!(h.served, vec![4]);
+        h.table.release(first.id());
+        h.settle();
+        assert_eq!(h.served, vec![4, 1, 2, 3]);
     }
 }

@@ -1,0 +1,224 @@
+//! Admission: every request from the channel is checked against the lease
+//! table and then served now, queued until its bytes are free, or refused
+//! (a `try_` call, a bad range, a closing mapping).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use tracing::Instrument;
+
+use super::MappingActor;
+use crate::error::{Error, Result};
+use crate::lease_table::{Access, Footprint};
+use crate::region::ByteRange;
+use crate::request::{Envelope, Inline, OnConflict, Owner, Reply, Request};
+use crate::sys::gate::Hold;
+
+/// A request that passed the channel and is served now or later: every
+/// request but a close, which the actor handles at once.
+pub(super) enum Admitted {
+    Inline(Inline),
+    Resize { new_len: u64, reply: Reply<()> },
+}
+
+impl Admitted {
+    fn op(&self) -> &'static str {
+        match self {
+            Admitted::Inline(op) => op.op(),
+            Admitted::Resize { .. } => "resize",
+        }
+    }
+
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Admitted::Inline(op) => op.abandoned(),
+            Admitted::Resize { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    fn fail(self, err: Error) {
+        match self {
+            Admitted::Inline(op) => op.fail(err),
+            Admitted::Resize { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// A request waiting for its bytes, with what is needed to serve it later.
+pub(crate) struct Pending {
+    admitted: Admitted,
+    span: tracing::Span,
+    owner: Owner,
+}
+
+impl Pending {
+    /// Answers the waiting request with an error.
+    pub(super) fn fail(self, err: Error) {
+        self.admitted.fail(err);
+    }
+}
+
+impl MappingActor {
+    /// Serves one request from the channel, then drops the hold its handle
+    /// took on the direct path, after the actor took its own if the request
+    /// left a lease or a waiter behind (so the path never opens between).
+    pub(super) async fn serve(&mut self, envelope: Envelope) {
+        let Envelope {
+            request,
+            on_conflict,
+            hold,
+            span,
+            owner,
+        } = envelope;
+        self.admit(request, on_conflict, span, owner, hold.as_ref())
+            .await;
+        self.sync_hold();
+        drop(hold);
+    }
+
+    async fn admit(
+        &mut self,
+        request: Request,
+        on_conflict: OnConflict,
+        span: tracing::Span,
+        owner: Owner,
+        hold: Option<&Hold>,
+    ) {
+        if request.abandoned() {
+            return;
+        }
+        if self.closing() {
+            request.fail(Error::Closed);
+            return;
+        }
+        let admitted = match request {
+            Request::Close { reply } => return self.close(reply),
+            Request::Inline(op) => Admitted::Inline(op),
+            Request::Resize { new_len, reply } => Admitted::Resize { new_len, reply },
+        };
+        let footprint = match self.footprint(&admitted) {
+            Ok(footprint) => footprint,
+            Err(err) => return admitted.fail(err),
+        };
+        let pending = Pending {
+            admitted,
+            span,
+            owner,
+        };
+        match footprint {
+            Some(fp) if !self.table.admits(&fp) => self.wait_or_refuse(fp, pending, on_conflict),
+            _ => self.execute(pending, hold).await,
+        }
+    }
+
+    /// Queues a request whose bytes are taken, or refuses a `try_` call.
+    fn wait_or_refuse(&mut self, fp: Footprint, pending: Pending, on_conflict: OnConflict) {
+        if on_conflict == OnConflict::Fail {
+            let op = pending.admitted.op();
+            pending.admitted.fail(Error::Conflict {
+                op,
+                offset: fp.range.start,
+                len: fp.range.len(),
+            });
+            return;
+        }
+        if pending.owner.is_some() && self.table.held_by(&fp, &pending.owner) {
+            let _g = pending.span.enter();
+            tracing::warn!(
+                op = pending.admitted.op(),
+                offset = fp.range.start,
+                "request waits on a lease taken by the same task; \
+                 if that task still holds it, this never completes (use the try_ variant)"
+            );
+        }
+        self.table.enqueue(fp, pending);
+    }
+
+    /// Serves every queued request that has become free, in order, then
+    /// lets the direct path open again if nothing is leased or waiting.
+    pub(super) async fn serve_ready(&mut self) {
+        if self.table.has_waiting() {
+            // Queued requests carry no hold of their own: this one covers
+            // the bytes they touch until they are served.
+            let hold = self.shared.gate().hold();
+            while let Some(ready) = self.table.next_ready(|p| p.admitted.is_abandoned()) {
+                self.execute(ready.payload, Some(&hold)).await;
+            }
+        }
+        self.sync_hold();
+    }
+
+    /// The bytes a request touches, or `None` for requests that touch none
+    /// (flush, prewarm). Errors are immediate refusals (an overflowing range).
+    fn footprint(&self, admitted: &Admitted) -> Result<Option<Footprint>> {
+        let file_len = self.current.len();
+        let range = |offset: u64, len: u64| {
+            ByteRange::new(offset, len).ok_or(Error::OutOfBounds {
+                offset,
+                len,
+                file_len,
+            })
+        };
+        let fp = match admitted {
+            Admitted::Inline(Inline::Load { offset, len, .. }) => {
+                Footprint::new(range(*offset, *len)?, Access::Read)
+            }
+            Admitted::Inline(Inline::Update { offset, data, .. }) => {
+                Footprint::new(range(*offset, data.len() as u64)?, Access::Write)
+            }
+            Admitted::Inline(Inline::Modify { offset, len, .. }) => {
+                Footprint::new(range(*offset, *len)?, Access::Write)
+            }
+            Admitted::Inline(Inline::Lease {
+                offset,
+                len,
+                access,
+                ..
+            }) => Footprint::new(range(*offset, *len)?, *access),
+            Admitted::Resize { new_len, .. } => {
+                Footprint::new(ByteRange::tail((*new_len).min(file_len)), Access::Write)
+            }
+            Admitted::Inline(Inline::Flush { .. } | Inline::Populate { .. }) => return Ok(None),
+        };
+        Ok(Some(fp))
+    }
+
+    /// Runs an admitted request. `hold` (the request's, or the one
+    /// `serve_ready` took) keeps direct operations out while the actor
+    /// touches bytes.
+    async fn execute(&mut self, pending: Pending, hold: Option<&Hold>) {
+        let Pending {
+            admitted,
+            span,
+            owner,
+        } = pending;
+        let needs_gate = match &admitted {
+            Admitted::Resize { .. } => true,
+            Admitted::Inline(op) => op.touches_bytes(),
+        };
+        // No direct operation may be in flight while the actor touches
+        // bytes, grants a lease or cuts a tail; the hold keeps new ones out
+        // until the request is served (`own` lives to the end of this call).
+        let own = (needs_gate && hold.is_none()).then(|| self.shared.gate().hold());
+        if let Some(hold) = hold.or(own.as_ref()).filter(|_| needs_gate) {
+            self.shared.gate().drain(hold).await;
+        }
+        match admitted {
+            Admitted::Resize { new_len, reply } => {
+                let result = self.resize(new_len).instrument(span).await;
+                let _ = reply.send(result);
+            }
+            Admitted::Inline(op) => {
+                let _enter = span.enter();
+                let name = op.op();
+                // A bug in serving one request must fail that request only;
+                // the reply sender it owned is dropped, which its caller
+                // reports as `Panicked` (the actor is still alive).
+                if catch_unwind(AssertUnwindSafe(|| self.serve_inline(op, owner))).is_err() {
+                    tracing::error!(op = name, "request panicked inside the actor");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! [`SegmentMut`]: an exclusive, writable lease.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use super::Grant;
+
+/// An exclusive, writable view of `len` bytes of the mapping.
+///
+/// While it lives, nothing else in this process reads or writes its bytes
+/// through the library (loads, updates and other leases of them wait).
+/// Writes through it reach the file's page cache at once and are made
+/// durable by the next [`flush`](crate::MappedFile::flush).
+#[must_use = "a segment holds its bytes until dropped; dropping it at once releases them"]
+#[clippy::has_significant_drop]
+pub struct SegmentMut {
+    grant: Grant,
+}
+
+impl SegmentMut {
+    pub(crate) fn new(grant: Grant) -> SegmentMut {
+        SegmentMut { grant }
+    }
+
+    /// Offset of the first byte in the file.
+    pub fn offset(&self) -> u64 {
+        self.grant.offset
+    }
+}
+
+impl Deref for SegmentMut {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.grant.bytes.bytes()
+    }
+}
+
+impl DerefMut for SegmentMut {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.grant.bytes.bytes_mut()
+    }
+}
+
+impl AsRef<[u8]> for SegmentMut {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl AsMut<[u8]> for SegmentMut {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl fmt::Debug for SegmentMut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SegmentMut")
+            .field("offset", &self.grant.offset)
+            .field("len", &self.grant.bytes.len())
+            .finish()
+    }
+}
