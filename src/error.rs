@@ -78,6 +78,33 @@ pub enum Error {
         /// The operation that panicked.
         op: &'static str,
     },
+    /// A length beyond what a file can have (`offset_t` is signed 64-bit).
+    /// File systems have lower limits of their own (ext4: 16 TiB); those
+    /// come back as [`Error::Io`] with `EFBIG`, and leave the file as it was.
+    #[error("a length of {len} bytes is beyond the limit of {max}")]
+    TooLarge {
+        /// The requested length.
+        len: u64,
+        /// The largest length a file can have.
+        max: u64,
+    },
+    /// The path is not something that can be mapped: a FIFO, a socket, a
+    /// device, or a file of a pseudo file system (`/proc`, `/sys`) whose
+    /// length says nothing about its contents.
+    #[error("{path} is {what}, which cannot be mapped")]
+    Unsupported {
+        /// The path.
+        path: PathBuf,
+        /// What it is (`"a FIFO"`, `"a socket"`, ...).
+        what: &'static str,
+    },
+    /// A call that needs a tokio runtime (every open: it spawns the actor
+    /// and runs syscalls on the blocking pool) was made outside one.
+    #[error("{op} must be called from within a tokio runtime")]
+    NoRuntime {
+        /// The call.
+        op: &'static str,
+    },
     /// A system call failed.
     #[error("{op} failed on {path}: {source}")]
     Io {
@@ -116,6 +143,27 @@ impl Error {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// An `io::Error` of the kind that fits the condition, with the crate's
+    /// error as its source (`io::Error::get_ref` / `into_inner` give it
+    /// back), so that `?` works in functions returning `io::Result`.
+    fn from(err: Error) -> io::Error {
+        let kind = match &err {
+            Error::Io { source, .. } => source.kind(),
+            Error::Poisoned { kind, .. } => *kind,
+            Error::OutOfBounds { .. } | Error::Misaligned { .. } | Error::TooLarge { .. } => {
+                io::ErrorKind::InvalidInput
+            }
+            Error::ReadOnly { .. } => io::ErrorKind::PermissionDenied,
+            Error::Conflict { .. } | Error::Locked { .. } => io::ErrorKind::WouldBlock,
+            Error::Closed => io::ErrorKind::BrokenPipe,
+            Error::Unsupported { .. } => io::ErrorKind::Unsupported,
+            Error::Panicked { .. } | Error::NoRuntime { .. } => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
     }
 }
 

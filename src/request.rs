@@ -23,7 +23,12 @@ pub(crate) enum Request {
     /// Served by the actor without awaiting anything but the gate.
     Inline(Inline),
     /// A resize: awaited by the actor (blocking-pool work, remapping).
-    Resize { new_len: u64, reply: Reply<()> },
+    /// With `reset`, the file is emptied first (an open's `truncate`).
+    Resize {
+        new_len: u64,
+        reset: bool,
+        reply: Reply<()>,
+    },
     /// A close: the actor stops serving and answers after its final flush.
     Close { reply: Reply<()> },
 }
@@ -158,9 +163,25 @@ pub(crate) enum OnConflict {
     Fail,
 }
 
-/// Who sent a request: the tokio task, if any, to detect a task that waits
-/// on a lease it holds itself.
-pub(crate) type Owner = Option<tokio::task::Id>;
+/// Who sent a request: the tokio task, or the thread for code that runs
+/// outside a task (a `block_on` body, `#[tokio::main]`), to detect a caller
+/// that waits on a lease it holds itself and to let a holder's own
+/// requests in ahead of requests waiting for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Owner {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Owner {
+    /// The caller.
+    pub(crate) fn current() -> Owner {
+        match tokio::task::try_id() {
+            Some(id) => Owner::Task(id),
+            None => Owner::Thread(std::thread::current().id()),
+        }
+    }
+}
 
 /// A request in transit, with what the actor needs to serve it well.
 pub(crate) struct Envelope {
@@ -173,4 +194,7 @@ pub(crate) struct Envelope {
     /// The caller's span, entered while the actor serves the request.
     pub(crate) span: tracing::Span,
     pub(crate) owner: Owner,
+    /// Unique in this process: names the request in a `Notice::Abandoned`
+    /// if its caller stops waiting.
+    pub(crate) id: u64,
 }

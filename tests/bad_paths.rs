@@ -135,8 +135,9 @@ async fn bad_paths_are_io_errors_with_the_path() {
 type Opener = Box<dyn Fn(&Path) -> Opening>;
 type Opening = std::pin::Pin<Box<dyn std::future::Future<Output = Result<MappedFile>>>>;
 
-/// An impossible length fails with an I/O error and leaves the file and the
-/// mapping as they were.
+/// An impossible length fails (`TooLarge` beyond what any file can have, an
+/// I/O error beyond what this file system allows) and leaves the file and
+/// the mapping as they were.
 #[tokio::test]
 async fn impossible_lengths_fail_cleanly() {
     let scratch = Scratch::new();
@@ -150,11 +151,15 @@ async fn impossible_lengths_fail_cleanly() {
                     "resize({new_len}): op {op}"
                 )
             }
-            other => panic!("resize({new_len}): expected Error::Io, got {other:?}"),
+            Err(Error::TooLarge { len, max }) => {
+                assert_eq!(len, new_len);
+                assert!(new_len > max, "resize({new_len}) refused below {max}");
+            }
+            other => panic!("resize({new_len}): expected Error::Io or TooLarge, got {other:?}"),
         }
         match file.try_resize(new_len).await {
-            Err(Error::Io { .. }) => {}
-            other => panic!("try_resize({new_len}): expected Error::Io, got {other:?}"),
+            Err(Error::Io { .. } | Error::TooLarge { .. }) => {}
+            other => panic!("try_resize({new_len}): expected Error::Io or TooLarge, got {other:?}"),
         }
         assert_eq!(file.len(), L);
         assert_eq!(std::fs::metadata(scratch.path("data")).unwrap().len(), L);
@@ -167,9 +172,13 @@ async fn impossible_lengths_fail_cleanly() {
     file.close().await.unwrap();
 
     match MappedFile::create(scratch.path("huge"), u64::MAX).await {
-        Err(Error::Io { .. }) => {}
-        other => panic!("create(u64::MAX): expected Error::Io, got {other:?}"),
+        Err(Error::TooLarge { len: u64::MAX, .. }) => {}
+        other => panic!("create(u64::MAX): expected Error::TooLarge, got {other:?}"),
     }
+    assert!(
+        !scratch.path("huge").exists(),
+        "a failed create left a file"
+    );
 }
 
 /// An empty file opens in every mode; a read-write one grows.

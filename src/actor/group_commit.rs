@@ -10,6 +10,7 @@
 //! sync a batch [`begin`](GroupCommit::begin)s on the blocking pool, and
 //! hands its result to the waiters [`end`](GroupCommit::end) returns.
 
+use super::OpenId;
 use crate::region::ByteRange;
 
 /// What one sync covers.
@@ -17,17 +18,22 @@ use crate::region::ByteRange;
 pub(crate) enum Plan {
     /// `fdatasync` of the file: every dirty page and the length.
     Full,
-    /// `msync(MS_SYNC)` of this range of the current generation.
-    Range(ByteRange),
+    /// `msync(MS_SYNC)` of this range of one open's current generation.
+    Range(OpenId, ByteRange),
 }
 
 impl Plan {
+    /// One sync that covers both: the hull of two ranges of one open,
+    /// otherwise the whole file.
     fn merge(self, other: Plan) -> Plan {
         match (self, other) {
-            (Plan::Range(a), Plan::Range(b)) => Plan::Range(ByteRange {
-                start: a.start.min(b.start),
-                end: a.end.max(b.end),
-            }),
+            (Plan::Range(x, a), Plan::Range(y, b)) if x == y => Plan::Range(
+                x,
+                ByteRange {
+                    start: a.start.min(b.start),
+                    end: a.end.max(b.end),
+                },
+            ),
             _ => Plan::Full,
         }
     }
@@ -68,11 +74,6 @@ impl<W> GroupCommit<W> {
         });
     }
 
-    /// Whether a sync is running.
-    pub(crate) fn busy(&self) -> bool {
-        self.running
-    }
-
     /// Whether flushes are queued for the next sync.
     pub(crate) fn has_next(&self) -> bool {
         !self.next.is_empty()
@@ -104,10 +105,14 @@ impl<W> GroupCommit<W> {
         std::mem::take(&mut self.current)
     }
 
-    /// Takes the queued flushes that have not started (to fail them).
-    pub(crate) fn take_next(&mut self) -> Vec<W> {
-        self.next_plan = None;
-        std::mem::take(&mut self.next)
+    /// Whether a flush `pick` is true for waits (running or queued).
+    pub(crate) fn waits(&self, pick: impl Fn(&W) -> bool) -> bool {
+        self.current.iter().chain(&self.next).any(pick)
+    }
+
+    /// The first waiter of the running batch.
+    pub(crate) fn first_current(&self) -> Option<&W> {
+        self.current.first()
     }
 }
 
@@ -116,7 +121,7 @@ mod tests {
     use super::*;
 
     fn range(start: u64, end: u64) -> Plan {
-        Plan::Range(ByteRange { start, end })
+        Plan::Range(0, ByteRange { start, end })
     }
 
     #[test]
@@ -131,11 +136,11 @@ mod tests {
         gc.push(Plan::Full, 4);
         gc.push(Plan::Full, 5);
         assert_eq!(gc.begin(), None);
-        assert!(gc.busy() && gc.has_next());
+        assert!(gc.running && gc.has_next());
         assert_eq!(gc.end(), vec![1, 2]);
         assert_eq!(gc.begin(), Some(Plan::Full));
         assert_eq!(gc.end(), vec![3, 4, 5]);
-        assert!(!gc.busy() && !gc.has_next());
+        assert!(!gc.running && !gc.has_next());
         assert_eq!(gc.syncs, 2);
     }
 
@@ -150,16 +155,12 @@ mod tests {
         gc.push(Plan::Full, 4);
         gc.push(range(20, 30), 5);
         assert_eq!(gc.begin(), Some(Plan::Full));
-    }
-
-    #[test]
-    fn take_next_leaves_the_running_batch_alone() {
-        let mut gc: GroupCommit<u32> = GroupCommit::default();
-        gc.push(Plan::Full, 1);
-        gc.begin();
-        gc.push(range(0, 1), 2);
-        assert_eq!(gc.take_next(), vec![2]);
-        assert_eq!(gc.end(), vec![1]);
-        assert_eq!(gc.begin(), None);
+        gc.end();
+        // Ranges of two opens (two generations) make a full sync.
+        gc.push(range(0, 10), 6);
+        gc.push(Plan::Range(1, ByteRange { start: 0, end: 10 }), 7);
+        assert_eq!(gc.begin(), Some(Plan::Full));
+        assert!(gc.waits(|w| *w == 7));
+        assert_eq!(gc.first_current(), Some(&6));
     }
 }

@@ -1,13 +1,17 @@
-//! The mapping actor: the one owner of a mapping's mutable state.
+//! The mapping actor: the one owner of a mapped file's mutable state.
 //!
 //! - `mod.rs` (this file): the actor's state and its run loop;
+//! - [`open`]: one open of the file (its channel, mode, descriptor and
+//!   current generation); an actor serves every open of its file in this
+//!   process;
+//! - [`registry`]: how opens of one file find its actor;
 //! - [`serve`]: admission of each request through the lease table, and the
 //!   queue of requests waiting for their bytes;
 //! - [`ops`]: one function per inline operation (load, update, modify,
 //!   lease, prewarm, flush);
 //! - [`resize`]: the resize protocol;
-//! - [`group_commit`]: the flushes that share one sync;
-//! - [`shutdown`]: close and the final flush;
+//! - [`group_commit`] and [`sync`]: the flushes that share one sync;
+//! - [`shutdown`]: closing an open, and the actor's end;
 //! - [`shared`]: the facts handles read without a round trip.
 //!
 //! The actor never holds an executor thread: every syscall runs on the
@@ -17,179 +21,256 @@
 //! to another thread first), which saves a hand-off.
 
 mod group_commit;
+mod open;
 mod ops;
+pub(crate) mod registry;
 mod resize;
 mod serve;
 pub(crate) mod shared;
 mod shutdown;
+mod sync;
 
-use std::fs::File;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::blocking;
-use crate::error::{copy_io, Error, Result};
 use crate::lease_table::{LeaseTable, Notice};
-use crate::request::{Envelope, Owner, Reply};
-use crate::sys::file::FileLock;
-use crate::sys::gate::Hold;
+use crate::request::{Envelope, Owner};
+use crate::sys::gate::{Gate, Hold};
 use crate::sys::Generation;
 
 use self::group_commit::GroupCommit;
+use self::registry::{FileId, Slot};
 use self::serve::Pending;
-use self::shared::Shared;
+use self::sync::Flusher;
 
+pub(crate) use self::open::{Open, OpenId, OpenParts};
 pub use self::ops::INLINE_COPY_MAX;
 
-/// How many requests the actor takes from its channel at once.
+/// How many requests the actor takes from a channel at once.
 const BATCH: usize = 256;
 
-/// What the handle side hands a new actor (see `MappedFile::pair`).
-pub(crate) struct Parts {
-    pub(crate) rx: mpsc::Receiver<Envelope>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) file: Arc<File>,
-    /// The advisory lock, if the open took one; every generation keeps it.
-    pub(crate) lock: Option<Arc<FileLock>>,
-    pub(crate) generation: Arc<Generation>,
-    /// `OpenOptions::preallocate`: grows reserve their blocks.
-    pub(crate) preallocate: bool,
+/// A new open of a file the actor already serves: the actor maps it at the
+/// file's current length, publishes that to its direct path, then answers.
+pub(crate) struct Attach {
+    pub(crate) open: Open,
+    pub(crate) probe: crate::disk::Probe,
+    pub(crate) attached: tokio::sync::oneshot::Sender<crate::error::Result<()>>,
 }
 
-/// The task that owns one mapping. Made by
+/// What the handle side hands a new actor: the file's identity and slot,
+/// the channels the slot's door leads to, and the first open.
+pub(crate) struct ActorParts {
+    pub(crate) id: FileId,
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) attach_rx: mpsc::UnboundedReceiver<Attach>,
+    pub(crate) notices_tx: mpsc::UnboundedSender<Notice>,
+    pub(crate) notices_rx: mpsc::UnboundedReceiver<Notice>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) first: Open,
+}
+
+/// The task that owns one mapped file. Made by
 /// [`OpenOptions::open_unspawned`](crate::OpenOptions::open_unspawned); run
 /// it with [`run`](MappingActor::run).
 ///
 /// Most users never see it: [`OpenOptions::open`](crate::OpenOptions::open)
 /// and the [`MappedFile`](crate::MappedFile) constructors spawn it on the
-/// current runtime.
+/// current runtime. Every open of one file in a process is served by one
+/// actor: when the file was already mapped here, the new handle joins the
+/// actor that serves it, and the `MappingActor` returned for it has nothing
+/// to do (its `run` returns at once).
 #[must_use = "the mapping serves nothing until its actor runs"]
 pub struct MappingActor {
-    rx: mpsc::Receiver<Envelope>,
-    /// Lease releases. Leases hold the sender, so that dropping one never
-    /// waits; the actor holds one too, to mint new leases.
+    actor: Option<Box<Actor>>,
+}
+
+/// The actor's state.
+pub(crate) struct Actor {
+    id: FileId,
+    /// Held while the actor runs: new opens of the file find it here.
+    slot: Arc<Slot>,
+    attach_rx: mpsc::UnboundedReceiver<Attach>,
+    /// Lease releases and abandoned requests. Leases and handles hold the
+    /// sender, so that dropping one never waits; the actor holds one too, to
+    /// mint new leases.
     notices_tx: mpsc::UnboundedSender<Notice>,
     notices_rx: mpsc::UnboundedReceiver<Notice>,
-    shared: Arc<Shared>,
-    file: Arc<File>,
-    /// Passed to every generation mapped, which keeps it (`sys/file.rs`).
-    lock: Option<Arc<FileLock>>,
-    /// The current generation (the one `shared.current` publishes too).
-    current: Arc<Generation>,
+    /// The direct-access gate of every open of the file.
+    gate: Arc<Gate>,
+    opens: Vec<Open>,
+    /// Which open's channel is read first next time (round robin).
+    next_channel: usize,
     table: LeaseTable<Pending, Owner>,
     /// The actor's own hold on the direct path, kept exactly while it has
-    /// leases or waiting requests, or is closing.
+    /// leases or waiting requests, or an open is closing.
     hold: Option<Hold>,
-    commit: GroupCommit<Reply<()>>,
+    commit: GroupCommit<Flusher>,
     /// The sync of the group commit's current batch, on the blocking pool.
     syncing: Option<blocking::Task<()>>,
-    preallocate: bool,
-    /// Every handle is gone: finish what is queued, flush, stop.
-    orphaned: bool,
-    /// `close()` was called: serve nothing new, answer it once the final
-    /// flush is done.
-    close_reply: Option<Reply<()>>,
 }
 
 impl std::fmt::Debug for MappingActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MappingActor")
-            .field("path", &self.shared.path)
-            .field("len", &self.current.len())
-            .field("leases", &self.table.active_len())
-            .finish()
+        match &self.actor {
+            None => f
+                .debug_struct("MappingActor")
+                .field("joined", &"the actor already serving this file")
+                .finish(),
+            Some(actor) => f
+                .debug_struct("MappingActor")
+                .field("opens", &actor.opens.len())
+                .field("leases", &actor.table.active_len())
+                .finish(),
+        }
     }
 }
 
 impl MappingActor {
-    pub(crate) fn new(parts: Parts) -> MappingActor {
-        let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+    pub(crate) fn new(parts: ActorParts) -> MappingActor {
         MappingActor {
-            rx: parts.rx,
-            notices_tx,
-            notices_rx,
-            shared: parts.shared,
-            file: parts.file,
-            lock: parts.lock,
-            current: parts.generation,
-            table: LeaseTable::default(),
-            hold: None,
-            commit: GroupCommit::default(),
-            syncing: None,
-            preallocate: parts.preallocate,
-            orphaned: false,
-            close_reply: None,
+            actor: Some(Box::new(Actor {
+                id: parts.id,
+                slot: parts.slot,
+                attach_rx: parts.attach_rx,
+                notices_tx: parts.notices_tx,
+                notices_rx: parts.notices_rx,
+                gate: parts.gate,
+                opens: vec![parts.first],
+                next_channel: 0,
+                table: LeaseTable::default(),
+                hold: None,
+                commit: GroupCommit::default(),
+                syncing: None,
+            })),
         }
     }
 
-    /// Serves requests until the mapping is closed, or until every handle
-    /// is dropped and the queued requests are done. Then flushes a
-    /// read-write mapping one last time (logging a failure, since nobody is
-    /// left to tell) and returns.
+    /// The actor of a handle that joined a running actor: nothing to run.
+    pub(crate) fn joined() -> MappingActor {
+        MappingActor { actor: None }
+    }
+
+    /// Serves requests until every open of the file is closed (or all its
+    /// handles are dropped and what they queued is done) and every lease is
+    /// released. Each open is flushed one last time when it ends (a failure
+    /// is reported to `close()`, or logged when nobody is left to tell).
     ///
-    /// Leases still alive when it returns stay valid: each keeps its own
-    /// mapping generation.
+    /// Leases stay valid after `close()`: the actor keeps track of them
+    /// until they are dropped, so that a later open of the file cannot cut
+    /// their bytes.
     ///
     /// # Cancel safety
     ///
     /// Dropping (or aborting) this future stops the actor where it is:
     /// every request waiting for an answer, and every later call, fails with
-    /// [`Error::Closed`]; acknowledged updates are in the page cache, but the
-    /// final flush does not run.
-    pub async fn run(mut self) {
-        let span = tracing::debug_span!("mapping_actor", path = %self.shared.path.display());
-        async move {
-            // Grows to the largest batch seen: an idle mapping stays small.
-            let mut batch = Vec::new();
-            while !self.finished() {
-                tokio::select! {
-                    biased;
-                    Some(notice) = self.notices_rx.recv() => {
-                        self.notice(notice);
-                        self.apply_notices();
-                        self.serve_ready().await;
-                    }
-                    result = sync_done(&mut self.syncing), if self.syncing.is_some() => {
-                        self.synced(result);
-                    }
-                    n = self.rx.recv_many(&mut batch, BATCH), if !self.orphaned && !self.closing() => {
-                        if n == 0 {
-                            tracing::debug!("every handle dropped");
-                            self.orphaned = true;
-                        }
-                        tracing::trace!(requests = n, "batch");
-                        // A lease dropped before a request was sent is
-                        // released before that request is looked at (the
-                        // two travel on different channels).
-                        if self.apply_notices() {
-                            self.serve_ready().await;
-                        }
-                        for envelope in batch.drain(..) {
-                            self.serve(envelope).await;
-                        }
-                        self.serve_ready().await;
-                    }
-                }
-                self.start_sync();
+    /// [`Error::Closed`](crate::Error::Closed); acknowledged updates are in
+    /// the page cache, but the final flushes do not run. Leases stay valid.
+    pub async fn run(self) {
+        let Some(actor) = self.actor else {
+            return;
+        };
+        let path = actor.opens[0].shared.path.display().to_string();
+        actor
+            .run()
+            .instrument(tracing::debug_span!("mapping_actor", path))
+            .await
+    }
+}
+
+impl Actor {
+    async fn run(mut self: Box<Self>) {
+        // Grows to the largest batch seen: an idle mapping stays small.
+        let mut batch = Vec::new();
+        loop {
+            if self.is_done() && self.stop_if_unused().await {
+                return;
             }
-            self.stop().await;
+            tokio::select! {
+                biased;
+                Some(notice) = self.notices_rx.recv() => {
+                    self.notice(notice);
+                    self.apply_notices();
+                    self.serve_ready().await;
+                }
+                result = sync::done(&mut self.syncing), if self.syncing.is_some() => {
+                    self.synced(result);
+                }
+                Some(attach) = self.attach_rx.recv() => self.attach(attach).await,
+                (open, n) = poll_fn(|cx| poll_channels(&mut self.opens, &mut self.next_channel, cx, &mut batch)),
+                    if !self.table.is_full() =>
+                {
+                    tracing::trace!(requests = n, open, "batch");
+                    // (`n == 0`: an open's handles are all gone; the loop's
+                    // end finishes it.)
+                    // A lease dropped before a request was sent is
+                    // released before that request is looked at (the two
+                    // travel on different channels).
+                    if self.apply_notices() {
+                        self.serve_ready().await;
+                    }
+                    for envelope in batch.drain(..) {
+                        self.serve(open, envelope).await;
+                    }
+                    self.serve_ready().await;
+                }
+            }
+            self.start_sync();
+            self.finish_opens().await;
         }
-        .instrument(span)
-        .await
     }
 
-    /// Whether `close()` was called.
-    fn closing(&self) -> bool {
-        self.close_reply.is_some()
+    /// Whether nothing is left to serve: no open, no lease, no sync.
+    fn is_done(&self) -> bool {
+        self.opens.is_empty()
+            && self.table.active_len() == 0
+            && self.syncing.is_none()
+            && !self.commit.has_next()
     }
 
-    /// Whether the loop is done: closing with no flush left, or orphaned
-    /// with nothing queued and no flush left.
-    fn finished(&self) -> bool {
-        let flushing = self.commit.busy() || self.commit.has_next();
-        (self.closing() && !flushing) || (self.orphaned && !flushing && !self.table.has_waiting())
+    /// Takes in another open of the file, mapped at its current length.
+    async fn attach(&mut self, attach: Attach) {
+        let Attach {
+            open,
+            probe,
+            attached,
+        } = attach;
+        tracing::debug!(open = open.id, "another open of the file joins");
+        let mode = open.mode();
+        let mapped = blocking::run("open", move || {
+            let len = probe
+                .file
+                .metadata()
+                .map_err(|e| crate::error::Error::io("stat", &probe.path, e))?
+                .len();
+            crate::disk::map(&probe, len, mode)
+        })
+        .await;
+        match mapped {
+            Ok(generation) => {
+                let len = generation.len();
+                self.opens.push(open);
+                let index = self.opens.len() - 1;
+                self.replace_generation(index, Arc::new(generation)).await;
+                self.opens[index]
+                    .shared
+                    .len
+                    .store(len, std::sync::atomic::Ordering::Release);
+                let _ = attached.send(Ok(()));
+            }
+            Err(err) => {
+                let _ = attached.send(Err(err));
+            }
+        }
+    }
+
+    /// The index of open `id`, if it is still served.
+    fn index_of(&self, id: OpenId) -> Option<usize> {
+        self.opens.iter().position(|open| open.id == id)
     }
 
     fn notice(&mut self, notice: Notice) {
@@ -198,6 +279,10 @@ impl MappingActor {
                 if !self.table.release(id) {
                     tracing::warn!(id, "release of an unknown lease");
                 }
+            }
+            // Gone from the queue (or it was not waiting: nothing to do).
+            Notice::Abandoned(id) => {
+                self.table.cancel(id);
             }
         }
     }
@@ -213,90 +298,73 @@ impl MappingActor {
     }
 
     /// Holds the direct path closed exactly while the lease table is not
-    /// idle or the mapping is closing.
+    /// idle or an open is closing.
     fn sync_hold(&mut self) {
-        let want = self.closing() || !self.table.is_idle();
+        let want = !self.table.is_idle() || self.opens.iter().any(Open::is_closing);
         match (want, self.hold.is_some()) {
-            (true, false) => self.hold = Some(self.shared.gate().hold()),
+            (true, false) => self.hold = Some(self.gate.hold()),
             (false, true) => self.hold = None,
             _ => {}
         }
     }
 
-    /// Starts the next group-commit sync if none runs and flushes wait.
-    fn start_sync(&mut self) {
-        if self.syncing.is_some() {
-            return;
-        }
-        if let Some(err) = self.shared.poisoned() {
-            for reply in self.commit.take_next() {
-                let _ = reply.send(Err(err_copy(&err)));
-            }
-            return;
-        }
-        let Some(plan) = self.commit.begin() else {
-            return;
-        };
-        let file = Arc::clone(&self.file);
-        let generation = Arc::clone(&self.current);
-        let path = self.shared.path.clone();
-        self.syncing = Some(blocking::start("sync", move || {
-            let synced = match plan {
-                group_commit::Plan::Full => file.sync_data(),
-                group_commit::Plan::Range(range) => generation.sync_range(range.start, range.len()),
-            };
-            synced.map_err(|e| Error::io("sync", &path, e))
-        }));
-    }
-
-    /// Answers the flushes the finished sync served.
-    fn synced(&mut self, result: Result<()>) {
-        self.syncing = None;
-        let waiters = self.commit.end();
-        match result {
-            Ok(()) => match self.shared.poisoned() {
-                // A sync that failed meanwhile (a resize's) reported a
-                // write-back error this one's success does not cover.
-                Some(err) => {
-                    for reply in waiters {
-                        let _ = reply.send(Err(err_copy(&err)));
-                    }
-                }
-                None => {
-                    tracing::debug!(waiters = waiters.len(), "sync done");
-                    for reply in waiters {
-                        let _ = reply.send(Ok(()));
-                    }
-                }
-            },
-            Err(err) => {
-                tracing::error!(%err, waiters = waiters.len(), "sync failed; the mapping is poisoned");
-                self.shared.poison(&err);
-                for reply in waiters {
-                    let _ = reply.send(Err(err_copy(&err)));
-                }
-            }
-        }
-    }
-
-    /// Makes `next` the current generation, for the actor and the direct
-    /// path; the old one is retired.
-    pub(super) async fn replace_generation(&mut self, next: Arc<Generation>) {
-        let old = publish(&self.shared, Arc::clone(&next)).await;
+    /// Makes `next` open `index`'s current generation, for the actor and
+    /// the direct path; the old one is retired.
+    pub(super) async fn replace_generation(&mut self, index: usize, next: Arc<Generation>) {
+        let open = &mut self.opens[index];
+        let old = publish(&self.gate, open, Arc::clone(&next)).await;
         retire(old);
-        retire(std::mem::replace(&mut self.current, next));
+        retire(std::mem::replace(&mut open.current, next));
     }
 }
 
-/// Publishes `next` to the direct path under a hold of its own (waiting
-/// for direct operations in flight to leave); returns the previous value.
-async fn publish(shared: &Shared, next: Arc<Generation>) -> Arc<Generation> {
-    let hold = shared.gate().hold();
-    loop {
-        if let Some(exclusive) = shared.gate().try_exclusive(&hold) {
-            return shared.current.replace(&exclusive, next);
+/// Reads the next batch from the first open (round robin) whose channel has
+/// requests; an open whose handles are all gone is marked orphaned.
+fn poll_channels(
+    opens: &mut [Open],
+    next: &mut usize,
+    cx: &mut Context<'_>,
+    batch: &mut Vec<Envelope>,
+) -> Poll<(OpenId, usize)> {
+    let n = opens.len();
+    let start = *next;
+    let mut orphaned = false;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let open = &mut opens[i];
+        if !open.is_receiving() {
+            continue;
         }
-        shared.gate().drain(&hold).await;
+        // Every receiving channel is polled (so that each registers the
+        // waker) until one has requests.
+        if let Poll::Ready(got) = open.poll_requests(cx, batch, BATCH) {
+            if got == 0 {
+                tracing::debug!(open = open.id, "every handle of an open dropped");
+                open.orphan();
+                orphaned = true;
+                continue;
+            }
+            *next = i + 1;
+            return Poll::Ready((open.id, got));
+        }
+    }
+    if orphaned {
+        // The loop must look at the open that ended (its final flush).
+        return Poll::Ready((OpenId::MAX, 0));
+    }
+    Poll::Pending
+}
+
+/// Publishes `next` to an open's direct path under a hold of its own
+/// (waiting for direct operations in flight to leave); returns the
+/// previous value.
+async fn publish(gate: &Arc<Gate>, open: &Open, next: Arc<Generation>) -> Arc<Generation> {
+    let hold = gate.hold();
+    loop {
+        if let Some(exclusive) = gate.try_exclusive(&hold) {
+            return open.shared.current.replace(&exclusive, next);
+        }
+        gate.drain(&hold).await;
     }
 }
 
@@ -306,36 +374,5 @@ async fn publish(shared: &Shared, next: Arc<Generation>) -> Arc<Generation> {
 fn retire(generation: Arc<Generation>) {
     if Arc::strong_count(&generation) == 1 && generation.len() > 0 {
         blocking::detach(move || drop(generation));
-    }
-}
-
-/// Waits for the running sync; pending forever when none runs (the loop
-/// guards this branch with `syncing.is_some()`).
-async fn sync_done(syncing: &mut Option<blocking::Task<()>>) -> Result<()> {
-    match syncing.as_mut() {
-        Some(task) => task.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A copy of an error for one more waiter of the same failed sync
-/// (`Error` is not `Clone`: an `io::Error` inside is copied by its code).
-fn err_copy(err: &Error) -> Error {
-    match err {
-        Error::Io { op, path, source } => Error::Io {
-            op,
-            path: path.clone(),
-            source: copy_io(source),
-        },
-        Error::Poisoned { path, kind } => Error::Poisoned {
-            path: path.clone(),
-            kind: *kind,
-        },
-        Error::Panicked { op } => Error::Panicked { op },
-        other => Error::Io {
-            op: "sync",
-            path: std::path::PathBuf::new(),
-            source: std::io::Error::other(other.to_string()),
-        },
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::group_commit::Plan;
-use super::MappingActor;
+use super::Actor;
 use crate::blocking;
 use crate::error::{Error, Result};
 use crate::lease::{Grant, Release};
@@ -31,23 +31,23 @@ use crate::Mode;
 /// and it would hold an executor thread.
 pub const INLINE_COPY_MAX: usize = 64 * 1024;
 
-impl MappingActor {
+impl Actor {
     /// Serves one admitted inline request.
-    pub(super) fn serve_inline(&mut self, op: Inline, owner: Owner) {
+    pub(super) fn serve_inline(&mut self, index: usize, op: Inline, owner: Owner) {
         match op {
-            Inline::Load { offset, len, reply } => self.load(offset, len, owner, reply),
+            Inline::Load { offset, len, reply } => self.load(index, offset, len, owner, reply),
             Inline::Update {
                 offset,
                 data,
                 reply,
-            } => self.update(offset, data, owner, reply),
+            } => self.update(index, offset, data, owner, reply),
             Inline::Modify {
                 offset,
                 len,
                 f,
                 reply,
             } => {
-                let _ = reply.send(self.modify(offset, len, f));
+                let _ = reply.send(self.modify(index, offset, len, f));
             }
             Inline::Lease {
                 offset,
@@ -57,47 +57,48 @@ impl MappingActor {
                 ..
             } => {
                 // If the caller is gone, the grant drops here and releases.
-                let _ = reply.send(self.lease(offset, len, access, owner));
+                let _ = reply.send(self.lease(index, offset, len, access, owner));
             }
-            Inline::Populate { offset, len, reply } => self.populate(offset, len, reply),
-            Inline::Flush { range, reply } => self.flush(range, reply),
+            Inline::Populate { offset, len, reply } => self.populate(index, offset, len, reply),
+            Inline::Flush { range, reply } => self.flush(index, range, reply),
         }
     }
 
-    fn check(&self, offset: u64, len: u64) -> Result<ByteRange> {
-        region::check(offset, len, self.current.len())
+    fn check(&self, index: usize, offset: u64, len: u64) -> Result<ByteRange> {
+        region::check(offset, len, self.opens[index].current.len())
     }
 
-    fn load(&mut self, offset: u64, len: u64, owner: Owner, reply: Reply<Bytes>) {
-        let range = match self.check(offset, len) {
+    fn load(&mut self, index: usize, offset: u64, len: u64, owner: Owner, reply: Reply<Bytes>) {
+        let range = match self.check(index, offset, len) {
             Ok(range) => range,
             Err(err) => return drop(reply.send(Err(err))),
         };
         let fp = Footprint::new(range, Access::Read);
         if range.len() > INLINE_COPY_MAX as u64 {
-            self.on_blocking_pool(fp, owner, reply, |grant| {
+            self.on_blocking_pool(index, fp, owner, reply, |grant| {
                 Ok(Bytes::copy_from_slice(grant.bytes.bytes()))
             });
             return;
         }
         let cleared = self.table.clear(&fp).expect("admitted request is clear");
         let mut buf = vec![0u8; range.len() as usize];
-        self.current.read(&cleared, offset, &mut buf);
+        self.opens[index].current.read(&cleared, offset, &mut buf);
         let _ = reply.send(Ok(Bytes::from(buf)));
     }
 
-    fn update(&mut self, offset: u64, data: Bytes, owner: Owner, reply: Reply<()>) {
-        let range = match self.check(offset, data.len() as u64) {
+    fn update(&mut self, index: usize, offset: u64, data: Bytes, owner: Owner, reply: Reply<()>) {
+        let range = match self.check(index, offset, data.len() as u64) {
             Ok(range) => range,
             Err(err) => return drop(reply.send(Err(err))),
         };
         let fp = Footprint::new(range, Access::Write);
-        if self.shared.write_through {
+        let open = &self.opens[index];
+        if open.shared.write_through {
             // `pwrite` through the page cache the mapping shares; the
             // temporary lease keeps the request order.
-            let file = Arc::clone(&self.file);
-            let path = self.shared.path.clone();
-            self.on_blocking_pool(fp, owner, reply, move |_| {
+            let file = Arc::clone(&open.file);
+            let path = open.shared.path.clone();
+            self.on_blocking_pool(index, fp, owner, reply, move |_| {
                 file.write_all_at(&data, offset)
                     .map_err(|e| Error::io("pwrite", &path, e))
             });
@@ -107,48 +108,57 @@ impl MappingActor {
             // (`block_in_place`): one hand-off fewer than the blocking pool,
             // and no executor thread is held.
             let cleared = self.table.clear(&fp).expect("admitted request is clear");
-            tokio::task::block_in_place(|| self.current.write(&cleared, offset, &data));
+            let generation = &self.opens[index].current;
+            tokio::task::block_in_place(|| generation.write(&cleared, offset, &data));
             let _ = reply.send(Ok(()));
         } else if data.len() > INLINE_COPY_MAX {
-            self.on_blocking_pool(fp, owner, reply, move |grant| {
+            self.on_blocking_pool(index, fp, owner, reply, move |grant| {
                 grant.bytes.bytes_mut().copy_from_slice(&data);
                 Ok(())
             });
         } else {
             let cleared = self.table.clear(&fp).expect("admitted request is clear");
-            self.current.write(&cleared, offset, &data);
+            self.opens[index].current.write(&cleared, offset, &data);
             let _ = reply.send(Ok(()));
         }
     }
 
-    fn modify(&mut self, offset: u64, len: u64, f: Modify) -> Result<()> {
-        let range = self.check(offset, len)?;
+    fn modify(&mut self, index: usize, offset: u64, len: u64, f: Modify) -> Result<()> {
+        let range = self.check(index, offset, len)?;
         let cleared = self
             .table
             .clear(&Footprint::new(range, Access::Write))
             .expect("admitted request is clear");
-        self.current
+        self.opens[index]
+            .current
             .with_mut(&cleared, offset, range.len() as usize, |bytes| {
                 catch_unwind(AssertUnwindSafe(|| f(bytes)))
             })
             .map_err(|_| Error::Panicked { op: "modify" })
     }
 
-    fn lease(&mut self, offset: u64, len: u64, access: Access, owner: Owner) -> Result<Grant> {
-        let range = self.check(offset, len)?;
-        self.grant(Footprint::new(range, access), owner)
+    fn lease(
+        &mut self,
+        index: usize,
+        offset: u64,
+        len: u64,
+        access: Access,
+        owner: Owner,
+    ) -> Result<Grant> {
+        let range = self.check(index, offset, len)?;
+        self.grant(index, Footprint::new(range, access), owner)
     }
 
     /// Prefaults on the blocking pool. Needs no lease: it changes no byte,
     /// and a page that cannot be faulted in (cut by a shrink meanwhile) is
     /// an error from `madvise`, not a signal.
-    fn populate(&mut self, offset: u64, len: u64, reply: Reply<()>) {
-        if let Err(err) = self.check(offset, len) {
+    fn populate(&mut self, index: usize, offset: u64, len: u64, reply: Reply<()>) {
+        if let Err(err) = self.check(index, offset, len) {
             let _ = reply.send(Err(err));
             return;
         }
-        let generation = Arc::clone(&self.current);
-        let path = self.shared.path.clone();
+        let generation = Arc::clone(&self.opens[index].current);
+        let path = self.opens[index].shared.path.clone();
         blocking::detach(move || {
             let result = generation
                 .populate(offset, len)
@@ -159,26 +169,27 @@ impl MappingActor {
 
     /// Queues a flush for the group commit (or answers it at once: a
     /// mapping that never writes the file, an empty range, a poisoned file).
-    fn flush(&mut self, range: Option<(u64, u64)>, reply: Reply<()>) {
+    fn flush(&mut self, index: usize, range: Option<(u64, u64)>, reply: Reply<()>) {
+        let open = &self.opens[index];
         let plan = match range {
             None => Plan::Full,
-            Some((offset, len)) => match self.check(offset, len) {
-                Ok(range) => Plan::Range(range),
+            Some((offset, len)) => match self.check(index, offset, len) {
+                Ok(range) => Plan::Range(open.id, range),
                 Err(err) => return drop(reply.send(Err(err))),
             },
         };
-        if self.shared.mode != Mode::ReadWrite {
+        if open.mode() != Mode::ReadWrite {
             return drop(reply.send(Ok(())));
         }
-        if let Plan::Range(range) = plan {
+        if let Plan::Range(_, range) = plan {
             if range.len() == 0 {
                 return drop(reply.send(Ok(())));
             }
         }
-        if let Some(err) = self.shared.poisoned() {
+        if let Some(err) = open.shared.poisoned() {
             return drop(reply.send(Err(err)));
         }
-        self.commit.push(plan, reply);
+        self.commit.push(plan, (open.id, reply));
     }
 
     /// Runs `work` on the blocking pool under a temporary lease of `fp`,
@@ -187,12 +198,13 @@ impl MappingActor {
     /// although the actor goes on serving others meanwhile.
     fn on_blocking_pool<T: Send + 'static>(
         &mut self,
+        index: usize,
         fp: Footprint,
         owner: Owner,
         reply: Reply<T>,
         work: impl FnOnce(&mut Grant) -> Result<T> + Send + 'static,
     ) {
-        match self.grant(fp, owner) {
+        match self.grant(index, fp, owner) {
             Ok(mut grant) => blocking::detach(move || {
                 let result = work(&mut grant);
                 drop(grant);
@@ -205,7 +217,7 @@ impl MappingActor {
     }
 
     /// Registers a lease on the current generation.
-    pub(super) fn grant(&mut self, fp: Footprint, owner: Owner) -> Result<Grant> {
+    pub(super) fn grant(&mut self, index: usize, fp: Footprint, owner: Owner) -> Result<Grant> {
         let Some(ticket) = self.table.register(fp, owner) else {
             return Err(Error::Conflict {
                 op: "lease",
@@ -214,7 +226,8 @@ impl MappingActor {
             });
         };
         let release = Release::new(ticket.id(), self.notices_tx.clone());
-        match LeasedBytes::new(Arc::clone(&self.current), &ticket) {
+        let generation = &self.opens[index].current;
+        match LeasedBytes::new(Arc::clone(generation), &ticket) {
             Some(bytes) => Ok(Grant {
                 bytes,
                 offset: fp.range.start,
@@ -226,7 +239,7 @@ impl MappingActor {
                 Err(Error::OutOfBounds {
                     offset: fp.range.start,
                     len: fp.range.len(),
-                    file_len: self.current.len(),
+                    file_len: generation.len(),
                 })
             }
         }

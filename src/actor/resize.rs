@@ -5,26 +5,31 @@
 //!   before the sync fails, the file is cut back to its old length and the
 //!   old generation stays current: the mapping keeps working. Never waits
 //!   for leases: they keep their own generation.
-//! - **Shrink**: the actor runs it only once no lease of any generation
-//!   overlaps the cut tail (the lease table queues the shrink until then).
-//!   Map the shorter generation first, then `ftruncate`, then `fdatasync`.
+//! - **Shrink**: the actor runs it only once no lease of any generation of
+//!   any open overlaps the cut tail (the lease table queues the shrink until
+//!   then). Map the shorter generation first, then `ftruncate`, then
+//!   `fdatasync`.
+//! - **The file's other opens** follow: read-only and read-write ones get a
+//!   generation of the new length; copy-on-write ones keep their private
+//!   pages, and a shrink replaces their cut tail with zero pages in place.
 //! - **A failed sync** poisons the mapping (it was also writing back dirty
 //!   pages). A grow is then undone (old length, old generation); a shrink
 //!   cannot be (the tail is gone), so its shorter generation is published:
 //!   the old one reaches past the end of the file. Old generations that are
 //!   still alive keep their longer mapping, but nothing may touch their cut
-//!   tail: no lease covers it and the actor only uses the current
-//!   generation.
+//!   tail: no lease covers it and the actor only uses current generations.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::MappingActor;
+use super::Actor;
 use crate::blocking;
 use crate::disk;
 use crate::error::{Error, Result};
+use crate::lease_table::{Access, Cleared, Footprint};
+use crate::region::ByteRange;
 use crate::sys::file::FileLock;
 use crate::sys::Generation;
 use crate::Mode;
@@ -37,37 +42,84 @@ struct Outcome {
     result: Result<()>,
     /// The failure was the sync: data may be lost, poison the mapping.
     sync_failed: bool,
+    /// New generations of the file's other opens, by index.
+    others: Vec<(usize, Generation)>,
 }
 
-impl MappingActor {
-    /// Resizes to `new_len`: the blocking half on the blocking pool, then
-    /// the new generation published to the direct path. The caller has
-    /// drained the direct path with a hold in place.
-    pub(super) async fn resize(&mut self, new_len: u64) -> Result<()> {
-        let old_len = self.current.len();
-        if new_len == old_len {
+/// One of the file's other opens, as the blocking half sees it.
+struct Other {
+    index: usize,
+    file: Arc<File>,
+    path: PathBuf,
+    mode: Mode,
+    lock: Option<Arc<FileLock>>,
+    current: Arc<Generation>,
+}
+
+/// What a resize changes.
+struct Change {
+    old_len: u64,
+    new_len: u64,
+    /// Empty the file first (an open's `truncate`).
+    reset: bool,
+    preallocate: bool,
+}
+
+impl Actor {
+    /// Resizes the file to `new_len` through open `index`: the blocking half
+    /// on the blocking pool, then the new generations published to the
+    /// direct path. The caller has drained the direct path with a hold in
+    /// place.
+    pub(super) async fn resize(&mut self, index: usize, new_len: u64, reset: bool) -> Result<()> {
+        let open = &self.opens[index];
+        let old_len = open.current.len();
+        if new_len == old_len && !reset {
             return Ok(());
         }
-        let file = Arc::clone(&self.file);
-        let path = self.shared.path.clone();
-        let preallocate = self.preallocate;
-        let lock = self.lock.clone();
-        tracing::debug!(old_len, new_len, "resize");
+        let file = Arc::clone(&open.file);
+        let path = open.shared.path.clone();
+        let lock = open.lock.clone();
+        let change = Change {
+            old_len,
+            new_len,
+            reset,
+            preallocate: open.preallocate,
+        };
+        let others: Vec<Other> = (self.opens.iter().enumerate())
+            .filter(|(i, _)| *i != index)
+            .map(|(i, o)| Other {
+                index: i,
+                file: Arc::clone(&o.file),
+                path: o.shared.path.clone(),
+                mode: o.mode(),
+                lock: o.lock.clone(),
+                current: Arc::clone(&o.current),
+            })
+            .collect();
+        // Admitted only with the tail clear of leases (its footprint).
+        let cut = if reset { 0 } else { new_len };
+        let cleared = self
+            .table
+            .clear(&Footprint::new(ByteRange::tail(cut), Access::Write));
+        tracing::debug!(old_len, new_len, opens = others.len() + 1, "resize");
         let outcome = blocking::run("resize", move || {
-            Ok(resize_blocking(
-                &file,
-                &path,
-                old_len,
-                new_len,
-                preallocate,
-                lock,
-            ))
+            Ok(resize_blocking(&file, &path, change, lock, others, cleared))
         })
         .await?;
         if let Some(generation) = outcome.generation {
             // The file has its new length: map it, even if the sync failed.
-            self.replace_generation(Arc::new(generation)).await;
-            self.shared.len.store(new_len, Ordering::Release);
+            self.replace_generation(index, Arc::new(generation)).await;
+            self.opens[index]
+                .shared
+                .len
+                .store(new_len, Ordering::Release);
+        }
+        for (other, generation) in outcome.others {
+            self.replace_generation(other, Arc::new(generation)).await;
+            self.opens[other]
+                .shared
+                .len
+                .store(new_len, Ordering::Release);
         }
         if let Err(err) = &outcome.result {
             if outcome.sync_failed {
@@ -75,7 +127,9 @@ impl MappingActor {
                 // such a failure once, so a later flush could succeed
                 // although data was lost.
                 tracing::error!(%err, "sync failed during a resize; the mapping is poisoned");
-                self.shared.poison(err);
+                for open in self.opens.iter().filter(|o| o.mode() == Mode::ReadWrite) {
+                    open.shared.poison(err);
+                }
             } else {
                 tracing::warn!(%err, "resize refused");
             }
@@ -84,16 +138,27 @@ impl MappingActor {
     }
 }
 
-/// Changes the file from `old_len` to `new_len` bytes and maps it anew.
+/// Changes the file's length and maps it anew, for this open and the others.
 fn resize_blocking(
     file: &File,
     path: &Path,
-    old_len: u64,
-    new_len: u64,
-    preallocate: bool,
+    change: Change,
     lock: Option<Arc<FileLock>>,
+    others: Vec<Other>,
+    cleared: Option<Cleared>,
 ) -> Outcome {
-    let changed = if new_len > old_len {
+    let Change {
+        old_len,
+        new_len,
+        reset,
+        preallocate,
+    } = change;
+    let changed = if reset {
+        disk::reset_length(file, path, old_len, new_len, preallocate).and_then(|()| {
+            Generation::map(file, new_len, Mode::ReadWrite, lock)
+                .map_err(|e| Error::io("mmap", path, e))
+        })
+    } else if new_len > old_len {
         grow(file, path, old_len, new_len, preallocate, lock)
     } else {
         shrink(file, path, new_len, lock)
@@ -105,30 +170,73 @@ fn resize_blocking(
                 generation: None,
                 result: Err(err),
                 sync_failed: false,
+                others: Vec::new(),
             }
         }
     };
-    match disk::sync_data(file, path) {
-        Ok(()) => Outcome {
-            generation: Some(generation),
-            result: Ok(()),
-            sync_failed: false,
-        },
-        Err(err) if new_len > old_len => {
+    let (generation, result, sync_failed) = match disk::sync_data(file, path) {
+        Ok(()) => (Some(generation), Ok(()), false),
+        Err(err) if new_len > old_len && !reset => {
             // A grow can still be undone: keep the old length and generation.
             drop(generation);
             disk::restore_length(file, path, old_len, &err);
-            Outcome {
-                generation: None,
-                result: Err(err),
-                sync_failed: true,
+            (None, Err(err), true)
+        }
+        Err(err) => (Some(generation), Err(err), true),
+    };
+    let others = match generation {
+        Some(_) => follow(others, old_len, new_len, cleared.as_ref()),
+        None => Vec::new(),
+    };
+    Outcome {
+        generation,
+        result,
+        sync_failed,
+        others,
+    }
+}
+
+/// Brings the file's other opens to its new length.
+fn follow(
+    others: Vec<Other>,
+    old_len: u64,
+    new_len: u64,
+    cleared: Option<&Cleared>,
+) -> Vec<(usize, Generation)> {
+    let mut remapped = Vec::new();
+    for other in others {
+        let cut = other.current.len() > new_len;
+        if other.mode == Mode::CopyOnWrite {
+            if cut {
+                detach(&other, new_len, cleared);
+            }
+            continue;
+        }
+        match Generation::map(&other.file, new_len, other.mode, other.lock.clone()) {
+            Ok(generation) => remapped.push((other.index, generation)),
+            // A longer generation left current would fault past the new
+            // end: cut it in place instead.
+            Err(err) if cut => {
+                tracing::warn!(%err, path = %other.path.display(), "could not remap another open; cutting its tail");
+                detach(&other, new_len, cleared);
+            }
+            Err(err) => {
+                tracing::warn!(%err, old_len, new_len, path = %other.path.display(), "another open keeps its shorter mapping");
             }
         }
-        Err(err) => Outcome {
-            generation: Some(generation),
-            result: Err(err),
-            sync_failed: true,
-        },
+    }
+    remapped
+}
+
+fn detach(other: &Other, new_len: u64, cleared: Option<&Cleared>) {
+    let result = match cleared {
+        Some(cleared) => other.current.detach_tail(cleared, new_len),
+        None => Err(std::io::Error::other(
+            "the cut tail was not clear of leases",
+        )),
+    };
+    if let Err(err) = result {
+        tracing::error!(%err, path = %other.path.display(), "could not detach the cut tail of another open");
     }
 }
 

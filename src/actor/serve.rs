@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use tracing::Instrument;
 
-use super::MappingActor;
+use super::{Actor, OpenId};
 use crate::error::{Error, Result};
 use crate::lease_table::{Access, Footprint};
 use crate::region::ByteRange;
@@ -17,7 +17,11 @@ use crate::sys::gate::Hold;
 /// request but a close, which the actor handles at once.
 pub(super) enum Admitted {
     Inline(Inline),
-    Resize { new_len: u64, reply: Reply<()> },
+    Resize {
+        new_len: u64,
+        reset: bool,
+        reply: Reply<()>,
+    },
 }
 
 impl Admitted {
@@ -45,11 +49,22 @@ impl Admitted {
     }
 }
 
+/// What the envelope says about a request, besides the request.
+struct Incoming {
+    on_conflict: OnConflict,
+    span: tracing::Span,
+    owner: Owner,
+    open: OpenId,
+    id: u64,
+}
+
 /// A request waiting for its bytes, with what is needed to serve it later.
 pub(crate) struct Pending {
     admitted: Admitted,
     span: tracing::Span,
     owner: Owner,
+    /// The open it came through.
+    open: OpenId,
 }
 
 impl Pending {
@@ -57,63 +72,95 @@ impl Pending {
     pub(super) fn fail(self, err: Error) {
         self.admitted.fail(err);
     }
+
+    /// Whether it came through open `id`.
+    pub(super) fn is_from(&self, id: OpenId) -> bool {
+        self.open == id
+    }
 }
 
-impl MappingActor {
+impl Actor {
     /// Serves one request from the channel, then drops the hold its handle
     /// took on the direct path, after the actor took its own if the request
     /// left a lease or a waiter behind (so the path never opens between).
-    pub(super) async fn serve(&mut self, envelope: Envelope) {
+    pub(super) async fn serve(&mut self, open: OpenId, envelope: Envelope) {
         let Envelope {
             request,
             on_conflict,
             hold,
             span,
             owner,
+            id,
         } = envelope;
-        self.admit(request, on_conflict, span, owner, hold.as_ref())
-            .await;
+        let pending = Incoming {
+            on_conflict,
+            span,
+            owner,
+            open,
+            id,
+        };
+        self.admit(request, pending, hold.as_ref()).await;
         self.sync_hold();
         drop(hold);
     }
 
-    async fn admit(
-        &mut self,
-        request: Request,
-        on_conflict: OnConflict,
-        span: tracing::Span,
-        owner: Owner,
-        hold: Option<&Hold>,
-    ) {
+    async fn admit(&mut self, request: Request, incoming: Incoming, hold: Option<&Hold>) {
         if request.abandoned() {
             return;
         }
-        if self.closing() {
+        let Some(index) = self.index_of(incoming.open) else {
+            return request.fail(Error::Closed);
+        };
+        if self.opens[index].is_ending() {
             request.fail(Error::Closed);
             return;
         }
         let admitted = match request {
-            Request::Close { reply } => return self.close(reply),
+            Request::Close { reply } => return self.close(index, reply),
             Request::Inline(op) => Admitted::Inline(op),
-            Request::Resize { new_len, reply } => Admitted::Resize { new_len, reply },
+            Request::Resize {
+                new_len,
+                reset,
+                reply,
+            } => Admitted::Resize {
+                new_len,
+                reset,
+                reply,
+            },
         };
-        let footprint = match self.footprint(&admitted) {
+        let footprint = match self.footprint(index, &admitted) {
             Ok(footprint) => footprint,
             Err(err) => return admitted.fail(err),
         };
+        let Incoming {
+            on_conflict,
+            span,
+            owner,
+            open,
+            id,
+        } = incoming;
         let pending = Pending {
             admitted,
             span,
             owner,
+            open,
         };
         match footprint {
-            Some(fp) if !self.table.admits(&fp) => self.wait_or_refuse(fp, pending, on_conflict),
+            Some(fp) if !self.table.admits(&fp, &owner) => {
+                self.wait_or_refuse(fp, id, pending, on_conflict)
+            }
             _ => self.execute(pending, hold).await,
         }
     }
 
     /// Queues a request whose bytes are taken, or refuses a `try_` call.
-    fn wait_or_refuse(&mut self, fp: Footprint, pending: Pending, on_conflict: OnConflict) {
+    fn wait_or_refuse(
+        &mut self,
+        fp: Footprint,
+        id: u64,
+        pending: Pending,
+        on_conflict: OnConflict,
+    ) {
         if on_conflict == OnConflict::Fail {
             let op = pending.admitted.op();
             pending.admitted.fail(Error::Conflict {
@@ -123,7 +170,7 @@ impl MappingActor {
             });
             return;
         }
-        if pending.owner.is_some() && self.table.held_by(&fp, &pending.owner) {
+        if self.table.held_by(&fp, &pending.owner) {
             let _g = pending.span.enter();
             tracing::warn!(
                 op = pending.admitted.op(),
@@ -132,7 +179,7 @@ impl MappingActor {
                  if that task still holds it, this never completes (use the try_ variant)"
             );
         }
-        self.table.enqueue(fp, pending);
+        self.table.enqueue(fp, id, pending);
     }
 
     /// Serves every queued request that has become free, in order, then
@@ -141,9 +188,10 @@ impl MappingActor {
         if self.table.has_waiting() {
             // Queued requests carry no hold of their own: this one covers
             // the bytes they touch until they are served.
-            let hold = self.shared.gate().hold();
+            let hold = self.gate.hold();
+            self.table.begin_pass();
             while let Some(ready) = self.table.next_ready(|p| p.admitted.is_abandoned()) {
-                self.execute(ready.payload, Some(&hold)).await;
+                self.execute(ready, Some(&hold)).await;
             }
         }
         self.sync_hold();
@@ -151,8 +199,8 @@ impl MappingActor {
 
     /// The bytes a request touches, or `None` for requests that touch none
     /// (flush, prewarm). Errors are immediate refusals (an overflowing range).
-    fn footprint(&self, admitted: &Admitted) -> Result<Option<Footprint>> {
-        let file_len = self.current.len();
+    fn footprint(&self, index: usize, admitted: &Admitted) -> Result<Option<Footprint>> {
+        let file_len = self.opens[index].current.len();
         let range = |offset: u64, len: u64| {
             ByteRange::new(offset, len).ok_or(Error::OutOfBounds {
                 offset,
@@ -176,8 +224,9 @@ impl MappingActor {
                 access,
                 ..
             }) => Footprint::new(range(*offset, *len)?, *access),
-            Admitted::Resize { new_len, .. } => {
-                Footprint::new(ByteRange::tail((*new_len).min(file_len)), Access::Write)
+            Admitted::Resize { new_len, reset, .. } => {
+                let cut = if *reset { 0 } else { (*new_len).min(file_len) };
+                Footprint::new(ByteRange::tail(cut), Access::Write)
             }
             Admitted::Inline(Inline::Flush { .. } | Inline::Populate { .. }) => return Ok(None),
         };
@@ -192,7 +241,11 @@ impl MappingActor {
             admitted,
             span,
             owner,
+            open,
         } = pending;
+        let Some(index) = self.index_of(open) else {
+            return admitted.fail(Error::Closed);
+        };
         let needs_gate = match &admitted {
             Admitted::Resize { .. } => true,
             Admitted::Inline(op) => op.touches_bytes(),
@@ -200,13 +253,17 @@ impl MappingActor {
         // No direct operation may be in flight while the actor touches
         // bytes, grants a lease or cuts a tail; the hold keeps new ones out
         // until the request is served (`own` lives to the end of this call).
-        let own = (needs_gate && hold.is_none()).then(|| self.shared.gate().hold());
+        let own = (needs_gate && hold.is_none()).then(|| self.gate.hold());
         if let Some(hold) = hold.or(own.as_ref()).filter(|_| needs_gate) {
-            self.shared.gate().drain(hold).await;
+            self.gate.drain(hold).await;
         }
         match admitted {
-            Admitted::Resize { new_len, reply } => {
-                let result = self.resize(new_len).instrument(span).await;
+            Admitted::Resize {
+                new_len,
+                reset,
+                reply,
+            } => {
+                let result = self.resize(index, new_len, reset).instrument(span).await;
                 let _ = reply.send(result);
             }
             Admitted::Inline(op) => {
@@ -215,7 +272,7 @@ impl MappingActor {
                 // A bug in serving one request must fail that request only;
                 // the reply sender it owned is dropped, which its caller
                 // reports as `Panicked` (the actor is still alive).
-                if catch_unwind(AssertUnwindSafe(|| self.serve_inline(op, owner))).is_err() {
+                if catch_unwind(AssertUnwindSafe(|| self.serve_inline(index, op, owner))).is_err() {
                     tracing::error!(op = name, "request panicked inside the actor");
                 }
             }

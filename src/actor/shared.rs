@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use tokio::sync::mpsc;
+
 use crate::error::Error;
+use crate::lease_table::Notice;
 use crate::sys::gate::{Gate, GateCell};
 use crate::sys::Generation;
 use crate::Mode;
@@ -33,6 +36,9 @@ pub(crate) struct Shared {
     /// Updates go through `pwrite` (`OpenOptions::write_through`), so never
     /// by the direct path.
     pub(crate) write_through: bool,
+    /// The actor's notices: a handle whose caller stops waiting for a
+    /// request says so, so that nothing it queued is left behind.
+    pub(crate) notices: mpsc::UnboundedSender<Notice>,
 }
 
 impl Shared {
@@ -41,6 +47,8 @@ impl Shared {
         mode: Mode,
         generation: Arc<Generation>,
         write_through: bool,
+        gate: Arc<Gate>,
+        notices: mpsc::UnboundedSender<Notice>,
     ) -> Shared {
         Shared {
             path,
@@ -49,7 +57,8 @@ impl Shared {
             len: AtomicU64::new(generation.len()),
             closed: AtomicBool::new(false),
             poisoned: OnceLock::new(),
-            current: GateCell::new(Gate::new(), generation),
+            current: GateCell::new(gate, generation),
+            notices,
         }
     }
 

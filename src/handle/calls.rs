@@ -278,6 +278,23 @@ impl MappedFile {
         self.resize_inner(new_len, OnConflict::Fail).await
     }
 
+    /// A resize that empties the file first when `reset` (an open's
+    /// `truncate` on a file this process maps already).
+    pub(super) async fn resize_with(&self, new_len: u64, reset: bool) -> Result<()> {
+        crate::disk::check_len(new_len)?;
+        self.call(
+            "resize",
+            OnConflict::Wait,
+            request_span("resize", new_len, 0),
+            |reply| Request::Resize {
+                new_len,
+                reset,
+                reply,
+            },
+        )
+        .await
+    }
+
     async fn resize_inner(&self, new_len: u64, on_conflict: OnConflict) -> Result<()> {
         if self.shared.mode != Mode::ReadWrite {
             return Err(Error::ReadOnly {
@@ -285,11 +302,16 @@ impl MappedFile {
                 mode: self.shared.mode,
             });
         }
+        crate::disk::check_len(new_len)?;
         self.call(
             "resize",
             on_conflict,
             request_span("resize", new_len, 0u64),
-            |reply| Request::Resize { new_len, reply },
+            |reply| Request::Resize {
+                new_len,
+                reset: false,
+                reply,
+            },
         )
         .await
     }

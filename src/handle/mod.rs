@@ -15,16 +15,20 @@ mod leases;
 mod open;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::shared::Shared;
-use crate::actor::{MappingActor, Parts};
-use crate::disk::Opened;
+use crate::actor::{Open, OpenParts};
+use crate::disk::Probe;
 use crate::error::{Error, Result};
+use crate::lease_table::Notice;
 use crate::options::OpenOptions;
-use crate::request::{Envelope, OnConflict, Reply, Request};
+use crate::request::{Envelope, OnConflict, Owner, Reply, Request};
+use crate::sys::gate::Gate;
+use crate::sys::Generation;
 use crate::Mode;
 
 pub use direct::DIRECT_MAX;
@@ -63,26 +67,34 @@ fn request_span(op: &'static str, offset: u64, len: u64) -> tracing::Span {
 }
 
 impl MappedFile {
-    /// Builds a handle and the actor that serves it, for a file opened and
-    /// mapped on the blocking pool. The actor is not running yet.
-    pub(crate) fn pair(opts: &OpenOptions, opened: Opened) -> (MappedFile, MappingActor) {
+    /// Builds a handle and the open the actor serves it through, for a
+    /// probed file whose direct path starts with `generation`, on the
+    /// file's `gate`, sending its notices to `notices`.
+    pub(crate) fn pair(
+        opts: &OpenOptions,
+        probe: &Probe,
+        generation: Arc<Generation>,
+        gate: Arc<Gate>,
+        notices: mpsc::UnboundedSender<Notice>,
+    ) -> (MappedFile, Open) {
         let (tx, rx) = mpsc::channel(opts.capacity);
-        let generation = Arc::new(opened.generation);
         let shared = Arc::new(Shared::new(
-            opened.path,
+            probe.path.clone(),
             opts.mode,
             Arc::clone(&generation),
             opts.write_through,
+            gate,
+            notices,
         ));
-        let actor = MappingActor::new(Parts {
+        let open = Open::new(OpenParts {
             rx,
             shared: Arc::clone(&shared),
-            file: opened.file,
-            lock: opened.lock,
+            file: Arc::clone(&probe.file),
+            lock: probe.lock.clone(),
             generation,
             preallocate: opts.preallocate,
         });
-        (MappedFile { tx, shared }, actor)
+        (MappedFile { tx, shared }, open)
     }
 
     /// A builder for every way of opening a file; see [`OpenOptions`].
@@ -92,7 +104,7 @@ impl MappedFile {
 
     /// Length of the file in bytes (of the current mapping generation).
     pub fn len(&self) -> u64 {
-        self.shared.len.load(std::sync::atomic::Ordering::Acquire)
+        self.shared.len.load(Ordering::Acquire)
     }
 
     /// Whether the file is empty.
@@ -152,20 +164,61 @@ impl MappedFile {
         // future is dropped while it waits for room, it is dropped here;
         // once sent, the actor drops it.
         let hold = request.touches_bytes().then(|| self.shared.gate().hold());
+        let id = next_request_id();
         let envelope = Envelope {
             request,
             on_conflict,
             hold,
             span,
-            owner: tokio::task::try_id(),
+            owner: Owner::current(),
+            id,
         };
         self.tx.send(envelope).await.map_err(|_| Error::Closed)?;
-        match answer.await {
+        // From here, dropping this future tells the actor, so that a request
+        // waiting for its bytes does not stay queued (or keep the direct
+        // path closed) for a caller that is gone.
+        let waiting = Waiting {
+            notices: &self.shared.notices,
+            id,
+            armed: true,
+        };
+        let answer = answer.await;
+        waiting.disarm();
+        match answer {
             Ok(result) => result,
             // The actor dropped the reply without answering: it stopped
             // (closed or died), or serving this request panicked.
             Err(_) if self.is_closed() => Err(Error::Closed),
             Err(_) => Err(Error::Panicked { op }),
+        }
+    }
+}
+
+/// A request id unique in this process (see `Notice::Abandoned`).
+fn next_request_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Says `Notice::Abandoned` when dropped before [`disarm`](Self::disarm):
+/// the caller stopped waiting for request `id`.
+struct Waiting<'a> {
+    notices: &'a mpsc::UnboundedSender<Notice>,
+    id: u64,
+    armed: bool,
+}
+
+impl Waiting<'_> {
+    /// The answer came: nothing to tell.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.notices.send(Notice::Abandoned(self.id));
         }
     }
 }

@@ -2,13 +2,19 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::MappedFile;
-use crate::actor::MappingActor;
+use crate::actor::registry::{registry, Door, Slot};
+use crate::actor::{ActorParts, Attach, MappingActor};
 use crate::blocking;
-use crate::disk;
+use crate::disk::{self, Probe};
 use crate::error::{Error, Result};
 use crate::options::OpenOptions;
+use crate::sys::gate::Gate;
+use crate::sys::Generation;
 use crate::Mode;
 
 impl OpenOptions {
@@ -22,16 +28,16 @@ impl OpenOptions {
     /// directory, no space); [`Error::ReadOnly`] when a length change or
     /// creation is asked of a read-only or copy-on-write mapping;
     /// [`Error::Locked`] when [`lock`](Self::lock) is set and another mapping
-    /// holds the lock.
+    /// holds the lock; [`Error::TooLarge`] for a length no file can have;
+    /// [`Error::Unsupported`] for a FIFO, socket, device or `/proc` file;
+    /// [`Error::NoRuntime`] outside a tokio runtime. A failed open leaves
+    /// the file system as it found it: a file it was creating does not
+    /// appear, an existing file keeps its length and contents.
     ///
     /// # Cancel safety
     ///
     /// The blocking open runs to completion on the blocking pool even if this
-    /// future is dropped; a file it created is left on disk.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
+    /// future is dropped; a file it created is then left on disk.
     pub async fn open(&self, path: impl AsRef<Path>) -> Result<MappedFile> {
         let (file, actor) = self.open_unspawned(path).await?;
         tokio::spawn(actor.run());
@@ -54,10 +60,94 @@ impl OpenOptions {
         &self,
         path: impl AsRef<Path>,
     ) -> Result<(MappedFile, MappingActor)> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime { op: "open" });
+        }
+        disk::check_options(self)?;
         let path = path.as_ref().to_path_buf();
         let opts = self.clone();
-        let opened = blocking::run("open", move || disk::open(&opts, path)).await?;
-        Ok(MappedFile::pair(self, opened))
+        let probe = blocking::run("open", move || disk::probe(&opts, path)).await?;
+        let id = probe.id;
+        let registry = registry();
+        let slot = registry.slot(id);
+        let opened = self.open_probed(&slot, probe).await;
+        registry.release(id, slot);
+        let (file, actor, resize) = opened?;
+        if let Some((new_len, reset)) = resize {
+            // The file is mapped elsewhere in this process: its actor
+            // changes the length, waiting for leases that the cut would
+            // touch, as any resize does.
+            file.resize_with(new_len, reset).await?;
+        }
+        Ok((file, actor))
+    }
+
+    /// Joins the actor that serves the probed file, or starts one. Returns
+    /// the handle, its actor, and the length change the joined actor still
+    /// has to make.
+    async fn open_probed(
+        &self,
+        slot: &Arc<Slot>,
+        probe: Probe,
+    ) -> Result<(MappedFile, MappingActor, Option<(u64, bool)>)> {
+        let mut door = slot.door.lock().await;
+        if let Some(open_door) = door.as_ref().filter(|d| d.is_open()) {
+            let resize = disk::wanted_len(self, &probe)?;
+            let (file, open) = MappedFile::pair(
+                self,
+                &probe,
+                Arc::new(Generation::empty(false)),
+                Arc::clone(&open_door.gate),
+                open_door.notices.clone(),
+            );
+            let (attached, answer) = oneshot::channel();
+            let sent = open_door.attach.send(Attach {
+                open,
+                probe,
+                attached,
+            });
+            // The actor may be about to stop: it takes the slot's lock
+            // first, and sees this attachment.
+            drop(door);
+            if sent.is_err() {
+                return Err(Error::Closed);
+            }
+            answer.await.map_err(|_| Error::Closed)??;
+            return Ok((file, MappingActor::joined(), resize));
+        }
+        // Nothing else maps the file in this process: size and map it here.
+        let opts = self.clone();
+        let (probe, generation) = blocking::run("open", move || {
+            let len = disk::size_alone(&opts, &probe)?;
+            let generation = disk::map(&probe, len, opts.mode)?;
+            Ok((probe, generation))
+        })
+        .await?;
+        let gate = Gate::new();
+        let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+        let (file, first) = MappedFile::pair(
+            self,
+            &probe,
+            Arc::new(generation),
+            Arc::clone(&gate),
+            notices_tx.clone(),
+        );
+        let (attach_tx, attach_rx) = mpsc::unbounded_channel();
+        *door = Some(Door {
+            attach: attach_tx,
+            gate: Arc::clone(&gate),
+            notices: notices_tx.clone(),
+        });
+        let actor = MappingActor::new(ActorParts {
+            id: probe.id,
+            slot: Arc::clone(slot),
+            attach_rx,
+            notices_tx,
+            notices_rx,
+            gate,
+            first,
+        });
+        Ok((file, actor, None))
     }
 }
 

@@ -322,5 +322,49 @@ impl Generation {
     }
 }
 
+impl Generation {
+    /// Replaces the pages from `from` (rounded up to a page) to the end of
+    /// this generation with private zero pages, in place: once the file is
+    /// cut at `from`, nothing in them can fault on the file (`SIGBUS`). For
+    /// a copy-on-write generation, whose private pages a remap would lose.
+    ///
+    /// `cleared` is the lease table's proof that no lease covers
+    /// `[from, end)` (the shrink's footprint); the caller has drained the
+    /// direct path, so no reference into the range exists.
+    pub(crate) fn detach_tail(&self, _cleared: &Cleared, from: u64) -> io::Result<()> {
+        let page = page_size() as u64;
+        let Some(start) = from.checked_next_multiple_of(page) else {
+            return Ok(());
+        };
+        let Some(start) = usize::try_from(start).ok().filter(|s| *s < self.len) else {
+            return Ok(());
+        };
+        let prot = if self.writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: `[start, len)` lies inside this live mapping (checked
+        // above; `ptr` is page aligned and so is `start`), which `backing`
+        // owns and unmaps whole on drop, replaced pages included;
+        // `MAP_FIXED` replaces only those pages, and `cleared` proves no
+        // reference into them exists.
+        let rc = unsafe {
+            libc::mmap(
+                self.ptr_at(start).cast(),
+                self.len - start,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if rc == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 /// Linux 5.14's `MADV_POPULATE_READ` (older libc crates lack the constant).
 const MADV_POPULATE_READ: libc::c_int = 22;
