@@ -252,6 +252,9 @@ fn chunks_match_a_vec_model() {
         .unwrap();
 }
 
+/// A range of any kind, as `chunks` takes it.
+type Range = (Bound<u64>, Bound<u64>);
+
 /// What one bad input must yield: its one error.
 fn check_error(what: &str, err: &Error, len: u64) {
     match what {
@@ -321,7 +324,7 @@ async fn bad_input_yields_one_error_then_ends() {
     let scratch = Scratch::new();
     let len = 4096u64;
     let file = patterned(&scratch, "f", len).await;
-    let table: Vec<(&str, (Bound<u64>, Bound<u64>), u64)> = vec![
+    let table: Vec<(&str, Range, u64)> = vec![
         ("chunk_len 0", (Bound::Included(0), Bound::Excluded(len)), 0),
         (
             "chunk_len 0, empty range",

@@ -343,6 +343,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::reversed_empty_ranges)] // reversed on purpose
     fn bad_ranges_name_their_numbers() {
         assert!(matches!(
             resolve(&(10..5), 100),

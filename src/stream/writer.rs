@@ -98,8 +98,9 @@ impl MappedFile {
 /// [`io::Error`]s, with the crate [`Error`] inside (see the
 /// [module docs](crate::stream) for the kinds):
 ///
-/// - a write on a read-only mapping, or one that would grow a
-///   copy-on-write mapping, fails at once with `PermissionDenied`;
+/// - a write on a read-only mapping, or a growing write at the end of a
+///   copy-on-write mapping (which cannot be resized), fails at once with
+///   `PermissionDenied`;
 /// - a failed update (the file shrank under the writer, the mapping was
 ///   closed: `BrokenPipe`, a growth found the disk full) is reported by the
 ///   call that waits for it: the write itself if its update finished at
@@ -140,11 +141,12 @@ struct InFlight {
 
 impl Writer {
     /// Makes the writer grow the file, instead of stopping at its end, by
-    /// at least `step` bytes at a time: a write that passes the end first
-    /// [`resize`](MappedFile::resize)s the file to the larger of its length
-    /// plus `step` and the end of the write. A `step` of 0 grows it to
-    /// exactly what each write needs (a resize, with its sync, per write:
-    /// pick a step that amortises it).
+    /// at least `step` bytes at a time. A write that would pass the end
+    /// writes what fits; the next one, at the end (or a write past it after
+    /// a seek), first [`resize`](MappedFile::resize)s the file to the larger
+    /// of its length plus `step` and the end of that write. A `step` of 0
+    /// grows it to exactly what each write needs (a resize, with its sync,
+    /// per write: pick a step that amortises it).
     ///
     /// The file is left at the grown length (the last step may not be
     /// filled); resize it back when done if that matters. A resize sets an
@@ -167,8 +169,8 @@ impl Writer {
     ///
     /// # Errors
     ///
-    /// None here. A write that needs to grow a read-only or copy-on-write
-    /// mapping fails with `PermissionDenied`; a failed resize (a full disk:
+    /// None here. A write that needs to grow a copy-on-write mapping fails
+    /// with `PermissionDenied`; a failed resize (a full disk:
     /// `StorageFull`) is reported as a failed update (see [`Writer`]).
     pub fn growing(mut self, step: u64) -> Writer {
         self.grow_step = Some(step);
@@ -192,23 +194,28 @@ impl Writer {
 
     /// How much of a `want`-byte write at the position goes in now, and
     /// the length to grow the file to first, if it must grow.
+    ///
+    /// What fits before the end goes in first, without growing; a write
+    /// at or past the end grows the file if the writer grows.
     fn plan(&self, want: u64) -> Result<(u64, Option<u64>)> {
         let len = self.file.len();
-        let end = self.pos.checked_add(want);
-        match (end, self.grow_step) {
-            (Some(end), _) if end <= len => Ok((want, None)),
-            (_, None) => Ok((len.saturating_sub(self.pos), None)),
-            (None, Some(_)) => Err(Error::OutOfBounds {
-                offset: self.pos,
-                len: want,
-                file_len: len,
-            }),
-            (Some(_), Some(_)) if self.file.mode() != Mode::ReadWrite => Err(Error::ReadOnly {
+        let fits = len.saturating_sub(self.pos).min(want);
+        let step = match self.grow_step {
+            Some(step) if fits == 0 => step,
+            _ => return Ok((fits, None)),
+        };
+        if self.file.mode() != Mode::ReadWrite {
+            return Err(Error::ReadOnly {
                 op: "resize",
                 mode: self.file.mode(),
-            }),
-            (Some(end), Some(step)) => Ok((want, Some(len.saturating_add(step).max(end)))),
+            });
         }
+        let end = self.pos.checked_add(want).ok_or(Error::OutOfBounds {
+            offset: self.pos,
+            len: want,
+            file_len: len,
+        })?;
+        Ok((want, Some(len.saturating_add(step).max(end))))
     }
 }
 
