@@ -72,8 +72,8 @@ impl MappedFile {
 ///   in order. A write of up to 64 KiB is accepted at once (larger ones
 ///   partly, as `AsyncWrite` allows); its update may still be running when
 ///   the write returns, and the next write, flush, shutdown or seek first
-///   waits for it (so the file always holds every accepted write but at
-///   most the last one, in order).
+///   waits for it. So writes are applied in the order they were accepted,
+///   and the file holds every accepted write except at most the last.
 /// - **Flush** ([`poll_flush`](AsyncWrite::poll_flush), and
 ///   [`poll_shutdown`](AsyncWrite::poll_shutdown), which is the same) waits
 ///   until every accepted write is applied: visible to every load from any
