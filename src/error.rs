@@ -24,6 +24,22 @@ pub enum Error {
         /// Length of the file (of the mapping generation checked) at the time.
         file_len: u64,
     },
+    /// An argument that no file could make valid, such as a chunk length of
+    /// zero.
+    #[error("invalid argument: {what}")]
+    InvalidArgument {
+        /// What was wrong, naming the argument.
+        what: &'static str,
+    },
+    /// A range whose start is after its end (`end` is exclusive: `10..=4`
+    /// reports `start: 10, end: 5`).
+    #[error("range starts at {start} but ends at {end}")]
+    ReversedRange {
+        /// First byte of the range.
+        start: u64,
+        /// One past the last byte of the range.
+        end: u64,
+    },
     /// An atomic view must start at a multiple of its width.
     #[error("offset {offset} is not a multiple of {align}")]
     Misaligned {

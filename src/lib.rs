@@ -147,6 +147,7 @@ mod loom;
 mod options;
 mod region;
 mod request;
+pub mod stream;
 mod sys;
 
 pub use actor::{MappingActor, INLINE_COPY_MAX};
@@ -154,3 +155,4 @@ pub use error::{Error, Result};
 pub use handle::{MappedFile, DIRECT_MAX};
 pub use lease::{AtomicTarget, AtomicView, Segment, SegmentMut};
 pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};
+pub use stream::{Chunks, ChunksMut, Reader, Writer};
