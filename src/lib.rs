@@ -135,15 +135,20 @@
 
 mod actor;
 mod error;
+pub mod fs;
 mod handle;
 mod lease;
 mod options;
 mod region;
+mod registry;
 mod request;
+mod smaps;
 mod sys;
+mod watch;
 
 pub use actor::{MappingActor, INLINE_COPY_MAX};
 pub use error::{Error, Result};
 pub use handle::{MappedFile, DIRECT_MAX};
 pub use lease::{AtomicTarget, AtomicView, Segment, SegmentMut};
 pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};
+pub use watch::{watch, FileEvent, Watch};
