@@ -140,6 +140,10 @@ pub fn watch(path: impl AsRef<Path>) -> Result<Watch> {
 /// otherwise. Dropping it stops watching (and stops the watcher thread when
 /// it was the last watch).
 ///
+/// A watch holds an `O_PATH` descriptor of its file, so a removed file's
+/// space is freed only once the stream has yielded `Removed` or been
+/// dropped (as it is for any file still open or mapped).
+///
 /// # Cancel safety
 ///
 /// `next()` is cancel safe: an event is taken from the buffer only by the
@@ -446,13 +450,20 @@ impl Hub {
                 });
             }
             // Events between the watch and this insertion find no entry and
-            // are dropped: they happened before `watch` returned.
-            lock(&self.routes).entries.push(Entry {
+            // are dropped: they happened before `watch` returned. A removal
+            // among them must not be lost, so look at the link count once
+            // the entry is in place (later removals are events).
+            let mut routes = lock(&self.routes);
+            let removed = fd.metadata().is_ok_and(|m| m.nlink() == 0);
+            if removed {
+                outbox.deliver(Msg::Event(FileEvent::Removed));
+            }
+            routes.entries.push(Entry {
                 file,
                 alias,
                 fd,
                 subscribers: vec![(id, outbox)],
-                removed: false,
+                removed,
             });
             Ok(Key { file, id })
         }

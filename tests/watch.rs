@@ -97,6 +97,21 @@ async fn removal_ends_the_stream() {
     assert_eq!(next(&mut events).await, None);
 }
 
+/// A file already removed when the watch starts (reached through a
+/// descriptor's `/proc/self/fd` link) reports it at once.
+#[tokio::test]
+async fn a_file_removed_before_the_watch_reports_it_at_once() {
+    use std::os::fd::AsRawFd;
+    let s = Scratch::new();
+    let path = s.path("f");
+    std::fs::write(&path, b"x").unwrap();
+    let open = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut events = watch(format!("/proc/self/fd/{}", open.as_raw_fd())).unwrap();
+    assert_eq!(next(&mut events).await, Some(FileEvent::Removed));
+    assert_eq!(next(&mut events).await, None);
+}
+
 /// The kernel's own deletion event waits until nobody has the file open or
 /// mapped; the watch reports the removal at once regardless.
 #[tokio::test]
