@@ -29,6 +29,7 @@ use crate::actor::registry::FileId;
 use crate::error::{Error, Result};
 use crate::options::OpenOptions;
 use crate::sys::file::{self as raw, FileLock};
+use crate::sys::generation::Keep;
 use crate::sys::Generation;
 use crate::Mode;
 
@@ -44,8 +45,9 @@ pub(crate) struct Probe {
     pub(crate) len: u64,
     /// This open made it (at its final length).
     pub(crate) created: bool,
-    /// The advisory lock, when the options asked for one.
-    pub(crate) lock: Option<Arc<FileLock>>,
+    /// The advisory lock, when the options asked for one (it goes into the
+    /// open's keep).
+    pub(crate) lock: Option<FileLock>,
 }
 
 /// Refuses what can be refused before anything is touched: a mode that
@@ -84,10 +86,10 @@ pub(crate) fn probe(opts: &OpenOptions, path: PathBuf) -> Result<Probe> {
     };
     let file = Arc::new(file);
     let meta = file.metadata().map_err(|e| Error::io("stat", &path, e))?;
-    let lock = if opts.lock {
-        let exclusive = opts.mode == Mode::ReadWrite;
+    let lock = if opts.lock || opts.lock_shared {
+        let exclusive = opts.mode == Mode::ReadWrite && !opts.lock_shared;
         match FileLock::try_new(Arc::clone(&file), exclusive) {
-            Ok(Some(lock)) => Some(Arc::new(lock)),
+            Ok(Some(lock)) => Some(lock),
             Ok(None) => return Err(Error::Locked { path }),
             Err(e) => return Err(Error::io("flock", &path, e)),
         }
@@ -112,7 +114,14 @@ fn open_existing(opts: &OpenOptions, path: &Path) -> Result<File> {
         .write(opts.mode == Mode::ReadWrite)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| Error::io("open", path, e))?;
+        .map_err(|e| match std::fs::metadata(path) {
+            // A socket cannot be opened at all (`ENXIO`): say what it is.
+            Ok(meta) if meta.file_type().is_socket() => Error::Unsupported {
+                path: path.to_path_buf(),
+                what: "a socket",
+            },
+            _ => Error::io("open", path, e),
+        })?;
     check_kind(&file, path)?;
     raw::clear_nonblock(&file).map_err(|e| Error::io("fcntl", path, e))?;
     Ok(file)
@@ -152,7 +161,35 @@ fn check_kind(file: &File, path: &Path) -> Result<()> {
 
 /// Creates `path` at its final length in one step, failing with
 /// `AlreadyExists` if it exists. Nothing is left behind on failure.
+///
+/// The descriptor returned is opened anew by the path once the file is in
+/// place, so that `/proc/self/maps`, `lsof` and `strace -y` name the file
+/// (the unnamed or temporary descriptor would say "(deleted)").
 fn create(opts: &OpenOptions, path: &Path) -> Result<File> {
+    // Not needed for correctness (the link refuses an existing path) but
+    // cheap: an existing file is not worth sizing a new one for.
+    if std::fs::symlink_metadata(path).is_ok() {
+        let exists = io::Error::from(io::ErrorKind::AlreadyExists);
+        return Err(Error::io("open", path, exists));
+    }
+    let made = make(opts, path)?;
+    let made_id = made.metadata().map_err(|e| Error::io("stat", path, e))?;
+    let reopened = StdOpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    let meta = reopened.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if FileId::of(&meta) != FileId::of(&made_id) {
+        // Replaced between the link and the open: not ours to map.
+        let raced = io::Error::from(io::ErrorKind::AlreadyExists);
+        return Err(Error::io("open", path, raced));
+    }
+    Ok(reopened)
+}
+
+/// Makes the file: unnamed, sized, synced, linked in.
+fn make(opts: &OpenOptions, path: &Path) -> Result<File> {
     let dir = parent_dir(path);
     let len = opts.len.unwrap_or(0);
     match create_unnamed(&dir) {
@@ -257,6 +294,14 @@ pub(crate) fn wanted_len(opts: &OpenOptions, probe: &Probe) -> Result<Option<(u6
             mode: opts.mode,
         });
     }
+    if let Some((want, truncate)) = wanted {
+        if opts.lock_shared && (truncate || want < probe.len) {
+            // Cooperating processes that share the lock may map any byte.
+            return Err(Error::Locked {
+                path: probe.path.clone(),
+            });
+        }
+    }
     Ok(wanted)
 }
 
@@ -275,9 +320,23 @@ pub(crate) fn size_alone(opts: &OpenOptions, probe: &Probe) -> Result<u64> {
     Ok(want)
 }
 
-/// Maps a probed file at `len`.
-pub(crate) fn map(probe: &Probe, len: u64, mode: Mode) -> Result<Generation> {
-    Generation::map(&probe.file, len, mode, probe.lock.clone())
+/// Removes a file this open created (and only if the path still names it),
+/// after a later step of the open failed.
+pub(crate) fn remove_created(probe: &Probe) {
+    if !probe.created {
+        return;
+    }
+    let same = std::fs::metadata(&probe.path).is_ok_and(|meta| FileId::of(&meta) == probe.id);
+    if same {
+        if let Err(e) = std::fs::remove_file(&probe.path) {
+            tracing::error!(err = %e, path = %probe.path.display(), "could not remove a file whose open failed");
+        }
+    }
+}
+
+/// Maps a probed file at `len`, the generation keeping `keep`.
+pub(crate) fn map(probe: &Probe, len: u64, mode: Mode, keep: &Keep) -> Result<Generation> {
+    Generation::map(&probe.file, len, mode, Some(Arc::clone(keep)))
         .map_err(|e| Error::io("mmap", &probe.path, e))
 }
 

@@ -121,6 +121,26 @@ pub enum Error {
         /// The call.
         op: &'static str,
     },
+    /// Setting up or running a file watch failed (the inotify instance or
+    /// watch limits were reached, or the kernel reported an error).
+    #[error("watching {path} failed: {source}")]
+    Watch {
+        /// The watched file.
+        path: PathBuf,
+        /// The watcher's error.
+        #[source]
+        source: notify::Error,
+    },
+    /// The operation was refused because this process has the file mapped:
+    /// removing it, or replacing or truncating it, would pull the file out
+    /// from under its mapping.
+    #[error("{op} of {path} refused: the file is mapped by this process")]
+    Mapped {
+        /// The refused operation (`"remove"`, `"rename"`, `"copy"`).
+        op: &'static str,
+        /// The mapped file.
+        path: PathBuf,
+    },
     /// A system call failed.
     #[error("{op} failed on {path}: {source}")]
     Io {
@@ -135,12 +155,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// The [`io::ErrorKind`] behind an [`Error::Io`] or [`Error::Poisoned`],
-    /// if any.
+    /// The [`io::ErrorKind`] behind an [`Error::Io`] or [`Error::Poisoned`]
+    /// (or an [`Error::Watch`] caused by an I/O error), if any.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             Error::Io { source, .. } => Some(source.kind()),
             Error::Poisoned { kind, .. } => Some(*kind),
+            Error::Watch { source, .. } => match &source.kind {
+                notify::ErrorKind::Io(err) => Some(err.kind()),
+                notify::ErrorKind::PathNotFound => Some(io::ErrorKind::NotFound),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -170,9 +195,13 @@ impl From<Error> for io::Error {
         let kind = match &err {
             Error::Io { source, .. } => source.kind(),
             Error::Poisoned { kind, .. } => *kind,
-            Error::OutOfBounds { .. } | Error::Misaligned { .. } | Error::TooLarge { .. } => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::OutOfBounds { .. }
+            | Error::Misaligned { .. }
+            | Error::TooLarge { .. }
+            | Error::InvalidArgument { .. }
+            | Error::ReversedRange { .. } => io::ErrorKind::InvalidInput,
+            Error::Mapped { .. } => io::ErrorKind::PermissionDenied,
+            Error::Watch { .. } => err.io_kind().unwrap_or(io::ErrorKind::Other),
             Error::ReadOnly { .. } => io::ErrorKind::PermissionDenied,
             Error::Conflict { .. } | Error::Locked { .. } => io::ErrorKind::WouldBlock,
             Error::Closed => io::ErrorKind::BrokenPipe,

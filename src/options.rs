@@ -56,6 +56,7 @@ pub struct OpenOptions {
     pub(crate) capacity: usize,
     pub(crate) preallocate: bool,
     pub(crate) lock: bool,
+    pub(crate) lock_shared: bool,
     pub(crate) write_through: bool,
 }
 
@@ -70,6 +71,7 @@ impl Default for OpenOptions {
             capacity: DEFAULT_CHANNEL_CAPACITY,
             preallocate: true,
             lock: false,
+            lock_shared: false,
             write_through: false,
         }
     }
@@ -140,6 +142,19 @@ impl OpenOptions {
     /// writing. Processes that do not take the lock are not stopped.
     pub fn lock(&mut self, lock: bool) -> &mut Self {
         self.lock = lock;
+        self
+    }
+
+    /// Take the advisory `flock` in its *shared* mode even for a read-write
+    /// mapping (default `false`; `true` implies [`lock`](Self::lock)). For
+    /// cooperating processes that all map the file read-write, for
+    /// instance to share counters through atomic views: they all open,
+    /// while an exclusive [`lock`](Self::lock) open is refused with
+    /// [`Error::Locked`](crate::Error::Locked). Because the others may be
+    /// using any byte, shrinking through such a mapping is refused with
+    /// `Error::Locked`; growing is fine.
+    pub fn lock_shared(&mut self, shared: bool) -> &mut Self {
+        self.lock_shared = shared;
         self
     }
 

@@ -57,6 +57,9 @@ pub(crate) enum Inline {
         offset: u64,
         len: u64,
         access: Access,
+        /// Whether the lease may write (a segment_mut or an atomic view;
+        /// not a segment or an atomic reader).
+        mutable: bool,
         reply: Reply<Grant>,
     },
     Populate {

@@ -4,7 +4,7 @@
 //!
 //! Covered: requests cancelled while waiting for a lease (a shrink cutting a
 //! held segment; `segment_mut`, `segment`, `update`, `load`, `atomic_u64`,
-//! `atomic_u32`, `atomic_u64_slice`, `modify`, `prewarm` under a held
+//! `atomic_u32`, `atomic_u64_slice`, `modify` under a held
 //! `SegmentMut`), requests cancelled while waiting for channel room or
 //! while still in the channel of an actor that is not running yet, a large
 //! load cancelled while it runs, and lease grants whose future is dropped
@@ -86,11 +86,8 @@ fn waiting_requests() -> Vec<(&'static str, MakeWaiting, MakeWaiting)> {
             // `modify` has no `try_` twin: the strictest call of its bytes.
             |f| Box::pin(async move { f.try_segment_mut(0, 64).await.map(drop) }),
         ),
-        (
-            "prewarm",
-            |f| Box::pin(async move { f.prewarm(0, 64).await }),
-            |f| Box::pin(async move { f.try_load(0, 64).await.map(drop) }),
-        ),
+        // `prewarm` changes no byte and never waits for a lease
+        // (tests/prewarm_exclusion.rs): it cannot be cancelled while waiting.
     ]
 }
 
@@ -260,9 +257,11 @@ async fn cancel_leftovers_large_load_cancelled_while_it_runs() {
             })
             .unwrap();
         drop(seg);
-        file.try_segment_mut(0, BIG)
-            .await
-            .unwrap_or_else(|e| panic!("round {round}: try_segment_mut: {e:?}"));
+        drop(
+            file.try_segment_mut(0, BIG)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: try_segment_mut: {e:?}")),
+        );
     }
     now(
         "try_resize(4096) after the cancelled loads",
@@ -306,9 +305,11 @@ async fn cancel_leftovers_dropped_grants_are_released() {
             file.try_load(4096, 8).await.expect("round trip");
             drop(fut);
         }
-        file.try_segment_mut(0, 64)
-            .await
-            .unwrap_or_else(|e| panic!("{name} granted on arrival, dropped: {e:?}"));
+        drop(
+            file.try_segment_mut(0, 64)
+                .await
+                .unwrap_or_else(|e| panic!("{name} granted on arrival, dropped: {e:?}")),
+        );
 
         // Granted to a waiting request once the lease it waited for went.
         let held = file.segment_mut(0, 64).await.unwrap();
@@ -322,9 +323,11 @@ async fn cancel_leftovers_dropped_grants_are_released() {
         // (releases are applied before later requests) and granted `fut`.
         file.try_load(4096, 8).await.expect("round trip");
         drop(fut);
-        file.try_segment_mut(0, 64)
-            .await
-            .unwrap_or_else(|e| panic!("{name} granted to a waiter, dropped: {e:?}"));
+        drop(
+            file.try_segment_mut(0, 64)
+                .await
+                .unwrap_or_else(|e| panic!("{name} granted to a waiter, dropped: {e:?}")),
+        );
     }
     file.close().await.unwrap();
 }

@@ -227,18 +227,35 @@ async fn lock_lifetime_segment_stays_readable_after_close() {
     assert_eq!(&seg[..], &pattern()[TAIL as usize..]);
     assert_eq!(&bytes[..], &pattern()[..4096]);
     counter.fetch_add(1, Ordering::SeqCst);
-    // A writer that does not take the lock updates the file: the segment
-    // maps the same page cache.
+    // Another open of the file in this process is served by the same lease
+    // table: its update of the segment's bytes waits for the segment, even
+    // though the open the segment came through is closed.
     let other = MappedFile::open_rw(&path).await.expect("unlocked open");
-    other.update(TAIL, fresh()).await.expect("update");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), other.update(TAIL, fresh()))
+            .await
+            .is_err(),
+        "an update through another open did not wait for the live segment"
+    );
+    // A write that does not go through the library lands in the same page
+    // cache: the segment still maps the file.
+    {
+        use std::os::unix::fs::FileExt;
+        let raw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        raw.write_all_at(&fresh(), TAIL).unwrap();
+    }
     assert_eq!(
         &seg[..],
         &fresh()[..],
         "the segment no longer maps the file"
     );
-    other.close().await.unwrap();
-    assert_eq!(&seg[..], &fresh()[..]);
     drop((seg, bytes, counter));
+    // With the leases gone, the other open's update goes through.
+    tokio::time::timeout(Duration::from_secs(10), other.update(TAIL, fresh()))
+        .await
+        .expect("the update waited past the release of the segment")
+        .expect("update");
+    other.close().await.unwrap();
 }
 
 /// Every handle is dropped (the actor stops on its own, flushing): the

@@ -172,7 +172,21 @@ async fn reopen_under(path: &Path, how: &str) {
             .unwrap()
             .expect("the reopen");
         let new_len = b.len();
-        a_after_the_cut(&a, new_len).await;
+        if how == "len" {
+            a_after_the_cut(&a, new_len).await;
+        } else {
+            // `create` and `truncate` empty the file: A sees the new zeros
+            // below the cut, and the cut tail is gone for it too.
+            assert!(
+                a.load(TAIL, 4096).await.is_err(),
+                "{how}: A loaded the cut tail"
+            );
+            let kept = a.load(0, new_len).await.expect("A loads below the cut");
+            assert!(
+                kept.iter().all(|&b| b == 0),
+                "{how}: the file was not emptied"
+            );
+        }
     }
 }
 

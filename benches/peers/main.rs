@@ -17,6 +17,7 @@
 //! the system temp dir). It must be a real file system: on tmpfs
 //! `fdatasync` is free and the durable workloads mean nothing.
 
+mod chart;
 mod latency;
 mod reads;
 mod scale;
@@ -186,5 +187,6 @@ fn main() {
         eprintln!("{id} done in {:.1} s", t.elapsed().as_secs_f64());
     }
     print_table(&rows);
+    chart::write(&rows);
     eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -16,9 +16,7 @@
 //!
 //! The actor never holds an executor thread: every syscall runs on the
 //! blocking pool (`crate::blocking`), and so does every copy larger than
-//! [`INLINE_COPY_MAX`], except that on a multi-thread runtime a large update
-//! is copied in place under `block_in_place` (the worker's other tasks move
-//! to another thread first), which saves a hand-off.
+//! [`INLINE_COPY_MAX`].
 
 mod group_commit;
 mod open;
@@ -241,13 +239,14 @@ impl Actor {
         } = attach;
         tracing::debug!(open = open.id, "another open of the file joins");
         let mode = open.mode();
+        let keep = Arc::clone(&open.keep);
         let mapped = blocking::run("open", move || {
             let len = probe
                 .file
                 .metadata()
                 .map_err(|e| crate::error::Error::io("stat", &probe.path, e))?
                 .len();
-            crate::disk::map(&probe, len, mode)
+            crate::disk::map(&probe, len, mode, &keep)
         })
         .await;
         match mapped {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::shared::Shared;
 use crate::request::{Envelope, Reply};
-use crate::sys::file::FileLock;
+use crate::sys::generation::Keep;
 use crate::sys::Generation;
 use crate::Mode;
 
@@ -26,11 +26,14 @@ pub(crate) struct OpenParts {
     pub(crate) rx: mpsc::Receiver<Envelope>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) file: Arc<File>,
-    /// The advisory lock, if the open took one; every generation keeps it.
-    pub(crate) lock: Option<Arc<FileLock>>,
+    /// What every generation of the open keeps (its lock, its count).
+    pub(crate) keep: Keep,
     pub(crate) generation: Arc<Generation>,
     /// `OpenOptions::preallocate`: grows through this open reserve blocks.
     pub(crate) preallocate: bool,
+    /// `OpenOptions::lock_shared`: other processes may map any byte, so
+    /// this open refuses to shrink the file.
+    pub(crate) shared_lock: bool,
 }
 
 /// One open of the file.
@@ -39,10 +42,11 @@ pub(crate) struct Open {
     rx: mpsc::Receiver<Envelope>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) file: Arc<File>,
-    pub(crate) lock: Option<Arc<FileLock>>,
+    pub(crate) keep: Keep,
     /// The current generation (the one `shared.current` publishes too).
     pub(crate) current: Arc<Generation>,
     pub(crate) preallocate: bool,
+    pub(crate) shared_lock: bool,
     /// `close()` was called: serve nothing new, answer it once the final
     /// flush is done.
     pub(crate) close_reply: Option<Reply<()>>,
@@ -58,9 +62,10 @@ impl Open {
             rx: parts.rx,
             shared: parts.shared,
             file: parts.file,
-            lock: parts.lock,
+            keep: parts.keep,
             current: parts.generation,
             preallocate: parts.preallocate,
+            shared_lock: parts.shared_lock,
             close_reply: None,
             orphaned: false,
         }

@@ -21,8 +21,7 @@ use crate::sys::LeasedBytes;
 use crate::Mode;
 
 /// Copies up to this many bytes run inline on the actor's thread; larger
-/// ones run on the blocking pool under a temporary lease (large updates on a
-/// multi-thread runtime: in place under `tokio::task::block_in_place`).
+/// ones run on the blocking pool under a temporary lease.
 ///
 /// Measured on the reference machine (docs/PERFORMANCE.md): a
 /// `spawn_blocking` round trip costs about 14 µs; copying 64 KiB costs
@@ -53,11 +52,12 @@ impl Actor {
                 offset,
                 len,
                 access,
+                mutable,
                 reply,
                 ..
             } => {
                 // If the caller is gone, the grant drops here and releases.
-                let _ = reply.send(self.lease(index, offset, len, access, owner));
+                let _ = reply.send(self.lease(index, offset, len, access, mutable, owner));
             }
             Inline::Populate { offset, len, reply } => self.populate(index, offset, len, reply),
             Inline::Flush { range, reply } => self.flush(index, range, reply),
@@ -102,15 +102,6 @@ impl Actor {
                 file.write_all_at(&data, offset)
                     .map_err(|e| Error::io("pwrite", &path, e))
             });
-        } else if data.len() > INLINE_COPY_MAX && multi_thread() {
-            // On a multi-thread runtime the actor copies in place, having
-            // handed its worker's other tasks to another thread
-            // (`block_in_place`): one hand-off fewer than the blocking pool,
-            // and no executor thread is held.
-            let cleared = self.table.clear(&fp).expect("admitted request is clear");
-            let generation = &self.opens[index].current;
-            tokio::task::block_in_place(|| generation.write(&cleared, offset, &data));
-            let _ = reply.send(Ok(()));
         } else if data.len() > INLINE_COPY_MAX {
             self.on_blocking_pool(index, fp, owner, reply, move |grant| {
                 grant.bytes.bytes_mut().copy_from_slice(&data);
@@ -143,10 +134,11 @@ impl Actor {
         offset: u64,
         len: u64,
         access: Access,
+        mutable: bool,
         owner: Owner,
     ) -> Result<Grant> {
         let range = self.check(index, offset, len)?;
-        self.grant(index, Footprint::new(range, access), owner)
+        self.grant(index, Footprint::new(range, access), mutable, owner)
     }
 
     /// Prefaults on the blocking pool. Needs no lease: it changes no byte,
@@ -204,7 +196,8 @@ impl Actor {
         reply: Reply<T>,
         work: impl FnOnce(&mut Grant) -> Result<T> + Send + 'static,
     ) {
-        match self.grant(index, fp, owner) {
+        let mutable = fp.access != Access::Read;
+        match self.grant(index, fp, mutable, owner) {
             Ok(mut grant) => blocking::detach(move || {
                 let result = work(&mut grant);
                 drop(grant);
@@ -217,7 +210,13 @@ impl Actor {
     }
 
     /// Registers a lease on the current generation.
-    pub(super) fn grant(&mut self, index: usize, fp: Footprint, owner: Owner) -> Result<Grant> {
+    pub(super) fn grant(
+        &mut self,
+        index: usize,
+        fp: Footprint,
+        mutable: bool,
+        owner: Owner,
+    ) -> Result<Grant> {
         let Some(ticket) = self.table.register(fp, owner) else {
             return Err(Error::Conflict {
                 op: "lease",
@@ -227,7 +226,7 @@ impl Actor {
         };
         let release = Release::new(ticket.id(), self.notices_tx.clone());
         let generation = &self.opens[index].current;
-        match LeasedBytes::new(Arc::clone(generation), &ticket) {
+        match LeasedBytes::new(Arc::clone(generation), &ticket, mutable) {
             Some(bytes) => Ok(Grant {
                 bytes,
                 offset: fp.range.start,
@@ -244,13 +243,4 @@ impl Actor {
             }
         }
     }
-}
-
-/// Whether the actor runs on a multi-thread runtime, where
-/// `block_in_place` is allowed.
-fn multi_thread() -> bool {
-    matches!(
-        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
-    )
 }

@@ -16,13 +16,16 @@
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::mpsc;
 
 use super::Attach;
 use crate::lease_table::Notice;
+use crate::sys::file::FileLock;
 use crate::sys::gate::Gate;
+use crate::sys::generation::Keep;
 
 /// A file's identity: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,10 +61,36 @@ impl Door {
     }
 }
 
-/// One file's entry: the door to its actor, if one runs.
+/// One file's entry: the door to its actor, if one runs, and how many
+/// opens of the file still have a generation mapped (leases included).
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     pub(crate) door: tokio::sync::Mutex<Option<Door>>,
+    mapped: AtomicUsize,
+}
+
+/// What every generation of one open keeps alive: the open's advisory lock
+/// (released when the last generation is unmapped) and its count in the
+/// slot's `mapped` (which is what "this process maps the file" means).
+#[derive(Debug)]
+struct OpenKeep {
+    _lock: Option<FileLock>,
+    slot: Arc<Slot>,
+}
+
+impl Drop for OpenKeep {
+    fn drop(&mut self) {
+        self.slot.mapped.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The keep of a new open of the file behind `slot`, holding `lock`.
+pub(crate) fn keep(slot: &Arc<Slot>, lock: Option<FileLock>) -> Keep {
+    slot.mapped.fetch_add(1, Ordering::AcqRel);
+    Arc::new(OpenKeep {
+        _lock: lock,
+        slot: Arc::clone(slot),
+    })
 }
 
 /// The registry of this process's mapped files.
@@ -97,17 +126,14 @@ impl Registry {
         }
     }
 
-    /// Whether this process maps the file (an actor serves it, or an open
-    /// or a close of it is under way).
-    #[allow(dead_code)] // `fs::remove` asks it.
+    /// Whether this process maps the file: an open of it, or a lease
+    /// taken through one, still has a generation mapped.
     pub(crate) fn is_mapped(&self, id: FileId) -> bool {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.get(&id).and_then(Weak::upgrade).is_some_and(|slot| {
-            slot.door
-                .try_lock()
-                .map(|door| door.as_ref().is_some_and(Door::is_open))
-                .unwrap_or(true)
-        })
+        slots
+            .get(&id)
+            .and_then(Weak::upgrade)
+            .is_some_and(|slot| slot.mapped.load(Ordering::Acquire) > 0)
     }
 }
 
@@ -122,7 +148,14 @@ mod tests {
         let a = registry.slot(id);
         let b = registry.slot(id);
         assert!(Arc::ptr_eq(&a, &b), "one slot per file");
-        assert!(!registry.is_mapped(id), "no actor behind it yet");
+        assert!(!registry.is_mapped(id), "nothing mapped yet");
+        let k = keep(&a, None);
+        assert!(registry.is_mapped(id));
+        let k2 = Arc::clone(&k);
+        drop(k);
+        assert!(registry.is_mapped(id), "a generation still keeps it");
+        drop(k2);
+        assert!(!registry.is_mapped(id));
         registry.release(id, a);
         assert_eq!(registry.slots.lock().unwrap().len(), 1);
         registry.release(id, b);

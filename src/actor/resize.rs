@@ -11,7 +11,10 @@
 //!   `fdatasync`.
 //! - **The file's other opens** follow: read-only and read-write ones get a
 //!   generation of the new length; copy-on-write ones keep their private
-//!   pages, and a shrink replaces their cut tail with zero pages in place.
+//!   pages, and a shrink cuts them in place (their length becomes the new
+//!   one, and the cut pages are replaced with private zero pages, so that
+//!   nothing can fault on the cut file). A grow leaves copy-on-write opens
+//!   at their length.
 //! - **A failed sync** poisons the mapping (it was also writing back dirty
 //!   pages). A grow is then undone (old length, old generation); a shrink
 //!   cannot be (the tail is gone), so its shorter generation is published:
@@ -30,7 +33,7 @@ use crate::disk;
 use crate::error::{Error, Result};
 use crate::lease_table::{Access, Cleared, Footprint};
 use crate::region::ByteRange;
-use crate::sys::file::FileLock;
+use crate::sys::generation::Keep;
 use crate::sys::Generation;
 use crate::Mode;
 
@@ -44,6 +47,9 @@ struct Outcome {
     sync_failed: bool,
     /// New generations of the file's other opens, by index.
     others: Vec<(usize, Generation)>,
+    /// Other opens whose generation was cut in place (their length is now
+    /// the new one).
+    cut: Vec<usize>,
 }
 
 /// One of the file's other opens, as the blocking half sees it.
@@ -52,7 +58,7 @@ struct Other {
     file: Arc<File>,
     path: PathBuf,
     mode: Mode,
-    lock: Option<Arc<FileLock>>,
+    keep: Option<Keep>,
     current: Arc<Generation>,
 }
 
@@ -76,9 +82,15 @@ impl Actor {
         if new_len == old_len && !reset {
             return Ok(());
         }
+        if (new_len < old_len || reset) && open.shared_lock {
+            // Cooperating processes that share the lock may map any byte.
+            return Err(Error::Locked {
+                path: open.shared.path.clone(),
+            });
+        }
         let file = Arc::clone(&open.file);
         let path = open.shared.path.clone();
-        let lock = open.lock.clone();
+        let keep = Some(Arc::clone(&open.keep));
         let change = Change {
             old_len,
             new_len,
@@ -92,7 +104,7 @@ impl Actor {
                 file: Arc::clone(&o.file),
                 path: o.shared.path.clone(),
                 mode: o.mode(),
-                lock: o.lock.clone(),
+                keep: Some(Arc::clone(&o.keep)),
                 current: Arc::clone(&o.current),
             })
             .collect();
@@ -103,7 +115,7 @@ impl Actor {
             .clear(&Footprint::new(ByteRange::tail(cut), Access::Write));
         tracing::debug!(old_len, new_len, opens = others.len() + 1, "resize");
         let outcome = blocking::run("resize", move || {
-            Ok(resize_blocking(&file, &path, change, lock, others, cleared))
+            Ok(resize_blocking(&file, &path, change, keep, others, cleared))
         })
         .await?;
         if let Some(generation) = outcome.generation {
@@ -120,6 +132,10 @@ impl Actor {
                 .shared
                 .len
                 .store(new_len, Ordering::Release);
+        }
+        for other in outcome.cut {
+            let len = self.opens[other].current.len();
+            self.opens[other].shared.len.store(len, Ordering::Release);
         }
         if let Err(err) = &outcome.result {
             if outcome.sync_failed {
@@ -143,7 +159,7 @@ fn resize_blocking(
     file: &File,
     path: &Path,
     change: Change,
-    lock: Option<Arc<FileLock>>,
+    keep: Option<Keep>,
     others: Vec<Other>,
     cleared: Option<Cleared>,
 ) -> Outcome {
@@ -155,13 +171,13 @@ fn resize_blocking(
     } = change;
     let changed = if reset {
         disk::reset_length(file, path, old_len, new_len, preallocate).and_then(|()| {
-            Generation::map(file, new_len, Mode::ReadWrite, lock)
+            Generation::map(file, new_len, Mode::ReadWrite, keep)
                 .map_err(|e| Error::io("mmap", path, e))
         })
     } else if new_len > old_len {
-        grow(file, path, old_len, new_len, preallocate, lock)
+        grow(file, path, old_len, new_len, preallocate, keep)
     } else {
-        shrink(file, path, new_len, lock)
+        shrink(file, path, new_len, keep)
     };
     let generation = match changed {
         Ok(generation) => generation,
@@ -171,6 +187,7 @@ fn resize_blocking(
                 result: Err(err),
                 sync_failed: false,
                 others: Vec::new(),
+                cut: Vec::new(),
             }
         }
     };
@@ -184,59 +201,70 @@ fn resize_blocking(
         }
         Err(err) => (Some(generation), Err(err), true),
     };
-    let others = match generation {
+    let (others, cut) = match generation {
         Some(_) => follow(others, old_len, new_len, cleared.as_ref()),
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     Outcome {
         generation,
         result,
         sync_failed,
         others,
+        cut,
     }
 }
 
-/// Brings the file's other opens to its new length.
+/// Brings the file's other opens to its new length: new generations for
+/// shared mappings, a cut in place for copy-on-write ones (which a remap
+/// would rob of their private pages) and for any that could not be
+/// remapped. Returns the new generations and the opens that were cut.
 fn follow(
     others: Vec<Other>,
     old_len: u64,
     new_len: u64,
     cleared: Option<&Cleared>,
-) -> Vec<(usize, Generation)> {
+) -> (Vec<(usize, Generation)>, Vec<usize>) {
     let mut remapped = Vec::new();
+    let mut cut = Vec::new();
     for other in others {
-        let cut = other.current.len() > new_len;
+        let cuts = other.current.len() > new_len;
         if other.mode == Mode::CopyOnWrite {
-            if cut {
-                detach(&other, new_len, cleared);
+            if cuts && cut_in_place(&other, new_len, cleared) {
+                cut.push(other.index);
             }
             continue;
         }
-        match Generation::map(&other.file, new_len, other.mode, other.lock.clone()) {
+        match Generation::map(&other.file, new_len, other.mode, other.keep.clone()) {
             Ok(generation) => remapped.push((other.index, generation)),
-            // A longer generation left current would fault past the new
+            // A longer generation left as it is would fault past the new
             // end: cut it in place instead.
-            Err(err) if cut => {
-                tracing::warn!(%err, path = %other.path.display(), "could not remap another open; cutting its tail");
-                detach(&other, new_len, cleared);
+            Err(err) if cuts => {
+                tracing::warn!(%err, path = %other.path.display(), "could not remap another open; cutting it");
+                if cut_in_place(&other, new_len, cleared) {
+                    cut.push(other.index);
+                }
             }
             Err(err) => {
                 tracing::warn!(%err, old_len, new_len, path = %other.path.display(), "another open keeps its shorter mapping");
             }
         }
     }
-    remapped
+    (remapped, cut)
 }
 
-fn detach(other: &Other, new_len: u64, cleared: Option<&Cleared>) {
+fn cut_in_place(other: &Other, new_len: u64, cleared: Option<&Cleared>) -> bool {
     let result = match cleared {
-        Some(cleared) => other.current.detach_tail(cleared, new_len),
+        Some(cleared) => other.current.cut(cleared, new_len),
         None => Err(std::io::Error::other(
             "the cut tail was not clear of leases",
         )),
     };
-    if let Err(err) = result {
-        tracing::error!(%err, path = %other.path.display(), "could not detach the cut tail of another open");
+    match result {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!(%err, path = %other.path.display(), "could not cut another open's mapping");
+            false
+        }
     }
 }
 
@@ -246,21 +274,16 @@ fn grow(
     old_len: u64,
     new_len: u64,
     preallocate: bool,
-    lock: Option<Arc<FileLock>>,
+    keep: Option<Keep>,
 ) -> Result<Generation> {
     disk::set_length(file, path, old_len, new_len, preallocate)?;
-    Generation::map(file, new_len, Mode::ReadWrite, lock)
+    Generation::map(file, new_len, Mode::ReadWrite, keep)
         .map_err(|e| Error::io("mmap", path, e))
         .inspect_err(|err| disk::restore_length(file, path, old_len, err))
 }
 
-fn shrink(
-    file: &File,
-    path: &Path,
-    new_len: u64,
-    lock: Option<Arc<FileLock>>,
-) -> Result<Generation> {
-    let generation = Generation::map(file, new_len, Mode::ReadWrite, lock)
+fn shrink(file: &File, path: &Path, new_len: u64, keep: Option<Keep>) -> Result<Generation> {
+    let generation = Generation::map(file, new_len, Mode::ReadWrite, keep)
         .map_err(|e| Error::io("mmap", path, e))?;
     file.set_len(new_len)
         .map_err(|e| Error::io("ftruncate", path, e))?;

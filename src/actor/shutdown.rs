@@ -83,7 +83,7 @@ async fn finish(gate: &Arc<crate::sys::gate::Gate>, open: Open) {
     let Open {
         shared,
         file,
-        lock,
+        keep,
         current,
         close_reply,
         ..
@@ -99,7 +99,7 @@ async fn finish(gate: &Arc<crate::sys::gate::Gate>, open: Open) {
         } else {
             Ok(())
         };
-        drop((published, current, lock, file));
+        drop((published, current, keep, file));
         result
     })
     .await;

@@ -28,6 +28,7 @@ use crate::lease_table::Notice;
 use crate::options::OpenOptions;
 use crate::request::{Envelope, OnConflict, Owner, Reply, Request};
 use crate::sys::gate::Gate;
+use crate::sys::generation::Keep;
 use crate::sys::Generation;
 use crate::Mode;
 
@@ -73,6 +74,7 @@ impl MappedFile {
     pub(crate) fn pair(
         opts: &OpenOptions,
         probe: &Probe,
+        keep: Keep,
         generation: Arc<Generation>,
         gate: Arc<Gate>,
         notices: mpsc::UnboundedSender<Notice>,
@@ -90,9 +92,10 @@ impl MappedFile {
             rx,
             shared: Arc::clone(&shared),
             file: Arc::clone(&probe.file),
-            lock: probe.lock.clone(),
+            keep,
             generation,
             preallocate: opts.preallocate,
+            shared_lock: opts.lock_shared,
         });
         (MappedFile { tx, shared }, open)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::MappedFile;
-use crate::actor::registry::{registry, Door, Slot};
+use crate::actor::registry::{self, registry, Door, Slot};
 use crate::actor::{ActorParts, Attach, MappingActor};
 use crate::blocking;
 use crate::disk::{self, Probe};
@@ -88,14 +88,16 @@ impl OpenOptions {
     async fn open_probed(
         &self,
         slot: &Arc<Slot>,
-        probe: Probe,
+        mut probe: Probe,
     ) -> Result<(MappedFile, MappingActor, Option<(u64, bool)>)> {
         let mut door = slot.door.lock().await;
+        let keep = registry::keep(slot, probe.lock.take());
         if let Some(open_door) = door.as_ref().filter(|d| d.is_open()) {
             let resize = disk::wanted_len(self, &probe)?;
             let (file, open) = MappedFile::pair(
                 self,
                 &probe,
+                keep,
                 Arc::new(Generation::empty(false)),
                 Arc::clone(&open_door.gate),
                 open_door.notices.clone(),
@@ -117,10 +119,18 @@ impl OpenOptions {
         }
         // Nothing else maps the file in this process: size and map it here.
         let opts = self.clone();
+        let keep_for_map = Arc::clone(&keep);
         let (probe, generation) = blocking::run("open", move || {
-            let len = disk::size_alone(&opts, &probe)?;
-            let generation = disk::map(&probe, len, opts.mode)?;
-            Ok((probe, generation))
+            let mapped = disk::size_alone(&opts, &probe)
+                .and_then(|len| disk::map(&probe, len, opts.mode, &keep_for_map));
+            match mapped {
+                Ok(generation) => Ok((probe, generation)),
+                Err(err) => {
+                    // A file this open created must not outlive its failure.
+                    disk::remove_created(&probe);
+                    Err(err)
+                }
+            }
         })
         .await?;
         let gate = Gate::new();
@@ -128,6 +138,7 @@ impl OpenOptions {
         let (file, first) = MappedFile::pair(
             self,
             &probe,
+            keep,
             Arc::new(generation),
             Arc::clone(&gate),
             notices_tx.clone(),
@@ -246,6 +257,19 @@ impl MappedFile {
     /// As [`create`](Self::create).
     pub async fn open_or_create(path: impl AsRef<Path>, len: u64) -> Result<MappedFile> {
         let path = path.as_ref();
+        if disk::check_len(len).is_err() {
+            // The length matters only if the file is made: an existing one
+            // opens as it is.
+            return match MappedFile::open_rw(path).await {
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    Err(Error::TooLarge {
+                        len,
+                        max: disk::MAX_LEN,
+                    })
+                }
+                other => other,
+            };
+        }
         let mut opts = OpenOptions::new();
         opts.create(true);
         // The length applies to a created file only: `len` on the builder

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::Grant;
 
-mod sealed {
+pub(super) mod sealed {
     //! Seals [`AtomicTarget`](super::AtomicTarget) and carries what the
     //! crate needs of each target: its width and how to view leased bytes
     //! as it. The method takes a crate-private type, so outside code can

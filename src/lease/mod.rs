@@ -7,10 +7,12 @@
 //! is what makes the references these types hand out sound.
 
 mod atomic;
+mod reader;
 mod segment;
 mod segment_mut;
 
 pub use self::atomic::{AtomicTarget, AtomicView};
+pub use self::reader::AtomicReader;
 pub use self::segment::Segment;
 pub use self::segment_mut::SegmentMut;
 

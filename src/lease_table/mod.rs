@@ -123,10 +123,6 @@ impl Ticket {
     pub(crate) fn len(&self) -> u64 {
         self.footprint.range.len()
     }
-    /// Whether the lease may write (exclusive or atomic).
-    pub(crate) fn writes(&self) -> bool {
-        !matches!(self.footprint.access, Access::Read)
-    }
     /// The required alignment for an atomic lease.
     pub(crate) fn atomic_align(&self) -> Option<usize> {
         match self.footprint.access {

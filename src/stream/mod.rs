@@ -75,21 +75,10 @@ pub use reader::Reader;
 pub use writer::Writer;
 
 /// The [`io::Error`] for a crate error, keeping the error itself as its
-/// inner error (see the module docs for the kinds).
+/// inner error (`From<Error> for io::Error`; the module docs list the
+/// kinds).
 pub(crate) fn io_error(err: Error) -> io::Error {
-    let kind = match &err {
-        Error::OutOfBounds { .. }
-        | Error::Misaligned { .. }
-        | Error::InvalidArgument { .. }
-        | Error::ReversedRange { .. } => io::ErrorKind::InvalidInput,
-        Error::ReadOnly { .. } => io::ErrorKind::PermissionDenied,
-        Error::Conflict { .. } | Error::Locked { .. } => io::ErrorKind::WouldBlock,
-        Error::Closed => io::ErrorKind::BrokenPipe,
-        Error::Poisoned { kind, .. } => *kind,
-        Error::Io { source, .. } => source.kind(),
-        Error::Panicked { .. } => io::ErrorKind::Other,
-    };
-    io::Error::new(kind, err)
+    io::Error::from(err)
 }
 
 /// The position a seek from `pos` in a file of `len` bytes goes to, as

@@ -2,17 +2,20 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
 use std::sync::Arc;
 
-use super::file::FileLock;
 use super::gate::Entered;
 use super::page_size;
 use crate::lease_table::Cleared;
 use crate::Mode;
+
+/// Whatever must outlive every generation of an open (its advisory lock,
+/// its count in the registry): shared by them all, dropped with the last.
+pub(crate) type Keep = Arc<dyn Send + Sync>;
 
 /// What keeps a generation mapped: memmap2 unmaps on drop.
 enum Backing {
@@ -26,19 +29,23 @@ enum Backing {
 
 /// One `mmap` of the file at one length: a mapping *generation*.
 ///
-/// Invariant: `ptr` points to `len` bytes that stay mapped (and readable,
-/// and writable when `writable`) for as long as this value lives, because
-/// `backing` owns the mapping and is dropped only with it. `ptr` is page
-/// aligned when `len > 0`.
+/// Invariant: `ptr` points to `mapped` bytes that stay mapped (and
+/// readable, and writable when `writable`) for as long as this value lives,
+/// because `backing` owns the mapping and is dropped only with it. `ptr` is
+/// page aligned when `mapped > 0`. Bounds are checked against `len`, which
+/// is at most `mapped` and only ever shrinks ([`Generation::cut`]).
 pub(crate) struct Generation {
     ptr: *mut u8,
-    len: usize,
+    mapped: usize,
+    /// The bytes in use: `mapped`, or less once the file was cut under a
+    /// generation that cannot be remapped (copy-on-write).
+    len: AtomicUsize,
     writable: bool,
     backing: Backing,
-    /// The file's advisory lock, if the open took one: held for as long as
-    /// this generation maps the file (dropped after `backing`, so after the
-    /// `munmap`).
-    _lock: Option<Arc<FileLock>>,
+    /// What must live as long as this generation maps the file: its open's
+    /// advisory lock and its place in the registry's count of mappings
+    /// (dropped after `backing`, so after the `munmap`).
+    _keep: Option<Keep>,
 }
 
 // SAFETY: `Generation` is a pointer to memory it owns through `backing`;
@@ -54,28 +61,28 @@ unsafe impl Sync for Generation {}
 impl std::fmt::Debug for Generation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Generation")
-            .field("len", &self.len)
+            .field("len", &self.len.load(Ordering::Relaxed))
             .field("writable", &self.writable)
             .finish()
     }
 }
 
 impl Generation {
-    /// Maps the first `len` bytes of `file` for `mode`, keeping `lock`
-    /// (the open's advisory lock, if any) for as long as it lives.
+    /// Maps the first `len` bytes of `file` for `mode`, keeping `keep` for
+    /// as long as it lives.
     ///
     /// The caller has made the file at least `len` bytes long.
     pub(crate) fn map(
         file: &File,
         len: u64,
         mode: Mode,
-        lock: Option<Arc<FileLock>>,
+        keep: Option<Keep>,
     ) -> io::Result<Generation> {
         let len = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length exceeds usize"))?;
         if len == 0 {
             let mut empty = Generation::empty(mode != Mode::ReadOnly);
-            empty._lock = lock;
+            empty._keep = keep;
             return Ok(empty);
         }
         let mut opts = MmapOptions::new();
@@ -85,20 +92,22 @@ impl Generation {
                 let raw = opts.map_raw_read_only(file)?;
                 Ok(Generation {
                     ptr: raw.as_mut_ptr(),
-                    len,
+                    mapped: len,
+                    len: AtomicUsize::new(len),
                     writable: false,
                     backing: Backing::File(raw),
-                    _lock: lock,
+                    _keep: keep,
                 })
             }
             Mode::ReadWrite => {
                 let raw = opts.map_raw(file)?;
                 Ok(Generation {
                     ptr: raw.as_mut_ptr(),
-                    len,
+                    mapped: len,
+                    len: AtomicUsize::new(len),
                     writable: true,
                     backing: Backing::File(raw),
-                    _lock: lock,
+                    _keep: keep,
                 })
             }
             Mode::CopyOnWrite => {
@@ -111,10 +120,11 @@ impl Generation {
                 let mut map = unsafe { opts.map_copy(file) }?;
                 Ok(Generation {
                     ptr: map.as_mut_ptr(),
-                    len,
+                    mapped: len,
+                    len: AtomicUsize::new(len),
                     writable: true,
                     backing: Backing::Private(map),
-                    _lock: lock,
+                    _keep: keep,
                 })
             }
         }
@@ -125,16 +135,17 @@ impl Generation {
     pub(crate) fn empty(writable: bool) -> Generation {
         Generation {
             ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
-            len: 0,
+            mapped: 0,
+            len: AtomicUsize::new(0),
             writable,
             backing: Backing::Empty,
-            _lock: None,
+            _keep: None,
         }
     }
 
     /// Length in bytes.
     pub(crate) fn len(&self) -> u64 {
-        self.len as u64
+        self.len.load(Ordering::Acquire) as u64
     }
 
     /// Whether stores are allowed (read-write and copy-on-write).
@@ -147,7 +158,7 @@ impl Generation {
     pub(super) fn start_of(&self, offset: u64, len: usize) -> Option<usize> {
         let start = usize::try_from(offset).ok()?;
         let end = start.checked_add(len)?;
-        (end <= self.len).then_some(start)
+        (end <= self.len.load(Ordering::Acquire)).then_some(start)
     }
 
     /// The address of byte `start`, which [`start_of`](Self::start_of)
@@ -265,10 +276,9 @@ impl Generation {
         let Backing::File(raw) = &self.backing else {
             return Ok(());
         };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len);
-        let len = usize::try_from(len)
-            .unwrap_or(usize::MAX)
-            .min(self.len - start);
+        let used = self.len.load(Ordering::Acquire);
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(used);
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(used - start);
         if len == 0 {
             return Ok(());
         }
@@ -323,28 +333,35 @@ impl Generation {
 }
 
 impl Generation {
-    /// Replaces the pages from `from` (rounded up to a page) to the end of
-    /// this generation with private zero pages, in place: once the file is
-    /// cut at `from`, nothing in them can fault on the file (`SIGBUS`). For
-    /// a copy-on-write generation, whose private pages a remap would lose.
+    /// Cuts this generation at `new_len` in place, for one that cannot be
+    /// remapped without losing its private pages (copy-on-write) or could
+    /// not be remapped: bounds are checked against `new_len` from now on,
+    /// and the pages from `new_len` (rounded up to a page) to the end are
+    /// replaced with private zero pages, so that nothing in them can fault
+    /// on the cut file (`SIGBUS`).
     ///
     /// `cleared` is the lease table's proof that no lease covers
-    /// `[from, end)` (the shrink's footprint); the caller has drained the
+    /// `[new_len, end)` (the shrink's footprint); the caller has drained the
     /// direct path, so no reference into the range exists.
-    pub(crate) fn detach_tail(&self, _cleared: &Cleared, from: u64) -> io::Result<()> {
-        let page = page_size() as u64;
-        let Some(start) = from.checked_next_multiple_of(page) else {
+    pub(crate) fn cut(&self, _cleared: &Cleared, new_len: u64) -> io::Result<()> {
+        let new_len = usize::try_from(new_len).unwrap_or(usize::MAX);
+        if new_len >= self.len.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.len.store(new_len, Ordering::Release);
+        let page = page_size();
+        let Some(start) = new_len.checked_next_multiple_of(page) else {
             return Ok(());
         };
-        let Some(start) = usize::try_from(start).ok().filter(|s| *s < self.len) else {
+        if start >= self.mapped {
             return Ok(());
-        };
+        }
         let prot = if self.writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
             libc::PROT_READ
         };
-        // SAFETY: `[start, len)` lies inside this live mapping (checked
+        // SAFETY: `[start, mapped)` lies inside this live mapping (checked
         // above; `ptr` is page aligned and so is `start`), which `backing`
         // owns and unmaps whole on drop, replaced pages included;
         // `MAP_FIXED` replaces only those pages, and `cleared` proves no
@@ -352,7 +369,7 @@ impl Generation {
         let rc = unsafe {
             libc::mmap(
                 self.ptr_at(start).cast(),
-                self.len - start,
+                self.mapped - start,
                 prot,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,

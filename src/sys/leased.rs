@@ -30,14 +30,19 @@ unsafe impl Send for LeasedBytes {}
 unsafe impl Sync for LeasedBytes {}
 
 impl LeasedBytes {
-    /// Builds the range a ticket grants. Returns `None` when the ticket's
-    /// range is outside `generation`, asks to write a read-only generation,
-    /// or is misaligned for its atomic width, so a bookkeeping bug cannot
-    /// become an out-of-range or misaligned access.
-    pub(crate) fn new(generation: Arc<Generation>, ticket: &Ticket) -> Option<LeasedBytes> {
+    /// Builds the range a ticket grants, writable when `mutable`. Returns
+    /// `None` when the ticket's range is outside `generation`, asks to
+    /// write a read-only generation, or is misaligned for its atomic width,
+    /// so a bookkeeping bug cannot become an out-of-range or misaligned
+    /// access.
+    pub(crate) fn new(
+        generation: Arc<Generation>,
+        ticket: &Ticket,
+        mutable: bool,
+    ) -> Option<LeasedBytes> {
         let len = usize::try_from(ticket.len()).ok()?;
         let start = generation.start_of(ticket.offset(), len)?;
-        if ticket.writes() && !generation.is_writable() {
+        if mutable && !generation.is_writable() {
             return None;
         }
         if let Some(align) = ticket.atomic_align() {
