@@ -169,7 +169,7 @@ fn create(opts: &OpenOptions, path: &Path) -> Result<File> {
     // Not needed for correctness (the link refuses an existing path) but
     // cheap: an existing file is not worth sizing a new one for.
     if std::fs::symlink_metadata(path).is_ok() {
-        let exists = io::Error::from(io::ErrorKind::AlreadyExists);
+        let exists = io::Error::from_raw_os_error(libc::EEXIST);
         return Err(Error::io("open", path, exists));
     }
     let made = make(opts, path)?;
@@ -179,10 +179,12 @@ fn create(opts: &OpenOptions, path: &Path) -> Result<File> {
         .write(true)
         .open(path)
         .map_err(|e| Error::io("open", path, e))?;
-    let meta = reopened.metadata().map_err(|e| Error::io("stat", path, e))?;
+    let meta = reopened
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?;
     if FileId::of(&meta) != FileId::of(&made_id) {
         // Replaced between the link and the open: not ours to map.
-        let raced = io::Error::from(io::ErrorKind::AlreadyExists);
+        let raced = io::Error::from_raw_os_error(libc::EEXIST);
         return Err(Error::io("open", path, raced));
     }
     Ok(reopened)

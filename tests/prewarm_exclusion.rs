@@ -95,10 +95,15 @@ async fn prewarm_keeps_concurrent_writes_through_leases() {
     let writer = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
+            // At least one round, even if the prewarms are all done before
+            // this thread first runs (a loaded machine).
             let mut round = 0u8;
-            while !stop.load(Ordering::SeqCst) {
+            loop {
                 round = round.wrapping_add(1);
                 seg.fill(round);
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
             }
             (seg, round)
         })
