@@ -23,10 +23,9 @@ pub(crate) enum Request {
     /// Served by the actor without awaiting anything but the gate.
     Inline(Inline),
     /// A resize: awaited by the actor (blocking-pool work, remapping).
-    /// With `reset`, the file is emptied first (an open's `truncate`).
     Resize {
         new_len: u64,
-        reset: bool,
+        kind: ResizeKind,
         reply: Reply<()>,
     },
     /// A close: the actor stops serving and answers after its final flush.
@@ -154,6 +153,18 @@ impl Inline {
             }
         }
     }
+}
+
+/// What a resize asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResizeKind {
+    /// Exactly `new_len` bytes (`resize`).
+    Exact,
+    /// At least `new_len` bytes: a no-op for a longer file (`grow_to`).
+    AtLeast,
+    /// Emptied, then `new_len` zero bytes (an open's `truncate` of a file
+    /// this process maps already).
+    Reset,
 }
 
 /// What a request does when its bytes are taken by a conflicting lease or

@@ -27,6 +27,7 @@ mod serve;
 pub(crate) mod shared;
 mod shutdown;
 mod sync;
+pub(crate) mod write_method;
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -110,6 +111,9 @@ pub(crate) struct Actor {
     commit: GroupCommit<Flusher>,
     /// The sync of the group commit's current batch, on the blocking pool.
     syncing: Option<blocking::Task<()>>,
+    /// Updates the actor made since the last flush (the direct path counts
+    /// its own in the gate): what the write method is chosen on.
+    writes: u64,
 }
 
 impl std::fmt::Debug for MappingActor {
@@ -144,6 +148,7 @@ impl MappingActor {
                 hold: None,
                 commit: GroupCommit::default(),
                 syncing: None,
+                writes: 0,
             })),
         }
     }

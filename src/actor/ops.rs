@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::group_commit::Plan;
+use super::write_method::WriteMethod;
 use super::Actor;
 use crate::blocking;
 use crate::error::{Error, Result};
@@ -92,30 +93,46 @@ impl Actor {
             Err(err) => return drop(reply.send(Err(err))),
         };
         let fp = Footprint::new(range, Access::Write);
+        self.writes += 1;
         let open = &self.opens[index];
-        if open.shared.write_through {
-            // `pwrite` through the page cache the mapping shares; the
-            // temporary lease keeps the request order.
-            let file = Arc::clone(&open.file);
-            let path = open.shared.path.clone();
-            self.on_blocking_pool(index, fp, owner, reply, move |_| {
-                file.write_all_at(&data, offset)
-                    .map_err(|e| Error::io("pwrite", &path, e))
-            });
-        } else if data.len() > INLINE_COPY_MAX {
-            self.on_blocking_pool(index, fp, owner, reply, move |grant| {
-                grant.bytes.bytes_mut().copy_from_slice(&data);
-                Ok(())
-            });
-        } else {
-            let cleared = self.table.clear(&fp).expect("admitted request is clear");
-            self.opens[index].current.write(&cleared, offset, &data);
-            let _ = reply.send(Ok(()));
+        let small = data.len() <= INLINE_COPY_MAX;
+        match (open.shared.method.get(), small) {
+            (WriteMethod::Pwrite, true) => {
+                // A small `pwrite` is a copy into the page cache, as a
+                // store is; it marks only the blocks it covers dirty.
+                let _cleared = self.table.clear(&fp).expect("admitted request is clear");
+                let result = open
+                    .file
+                    .write_all_at(&data, offset)
+                    .map_err(|e| Error::io("pwrite", &open.shared.path, e));
+                let _ = reply.send(result);
+            }
+            (WriteMethod::Pwrite, false) => {
+                // Under a temporary lease, which keeps the request order.
+                let file = Arc::clone(&open.file);
+                let path = open.shared.path.clone();
+                self.on_blocking_pool(index, fp, owner, reply, move |_| {
+                    file.write_all_at(&data, offset)
+                        .map_err(|e| Error::io("pwrite", &path, e))
+                });
+            }
+            (WriteMethod::Store, true) => {
+                let cleared = self.table.clear(&fp).expect("admitted request is clear");
+                open.current.write(&cleared, offset, &data);
+                let _ = reply.send(Ok(()));
+            }
+            (WriteMethod::Store, false) => {
+                self.on_blocking_pool(index, fp, owner, reply, move |grant| {
+                    grant.bytes.bytes_mut().copy_from_slice(&data);
+                    Ok(())
+                });
+            }
         }
     }
 
     fn modify(&mut self, index: usize, offset: u64, len: u64, f: Modify) -> Result<()> {
         let range = self.check(index, offset, len)?;
+        self.writes += 1;
         let cleared = self
             .table
             .clear(&Footprint::new(range, Access::Write))
@@ -181,6 +198,13 @@ impl Actor {
         if let Some(err) = open.shared.poisoned() {
             return drop(reply.send(Err(err)));
         }
+        // How updates should reach the page cache from now on depends on
+        // how many came between flushes (`write_method.rs`).
+        let writes = self.gate.take_writes() + std::mem::take(&mut self.writes);
+        for other in &self.opens {
+            other.shared.method.flushed_after(writes);
+        }
+        let open = &self.opens[index];
         self.commit.push(plan, (open.id, reply));
     }
 
@@ -217,6 +241,9 @@ impl Actor {
         mutable: bool,
         owner: Owner,
     ) -> Result<Grant> {
+        if mutable {
+            self.writes += 1;
+        }
         let Some(ticket) = self.table.register(fp, owner) else {
             return Err(Error::Conflict {
                 op: "lease",

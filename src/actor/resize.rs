@@ -33,6 +33,7 @@ use crate::disk;
 use crate::error::{Error, Result};
 use crate::lease_table::{Access, Cleared, Footprint};
 use crate::region::ByteRange;
+use crate::request::ResizeKind;
 use crate::sys::generation::Keep;
 use crate::sys::Generation;
 use crate::Mode;
@@ -76,11 +77,19 @@ impl Actor {
     /// on the blocking pool, then the new generations published to the
     /// direct path. The caller has drained the direct path with a hold in
     /// place.
-    pub(super) async fn resize(&mut self, index: usize, new_len: u64, reset: bool) -> Result<()> {
+    pub(super) async fn resize(
+        &mut self,
+        index: usize,
+        new_len: u64,
+        kind: ResizeKind,
+    ) -> Result<()> {
         let open = &self.opens[index];
         let old_len = open.current.len();
-        if new_len == old_len && !reset {
-            return Ok(());
+        let reset = kind == ResizeKind::Reset;
+        match kind {
+            ResizeKind::Exact if new_len == old_len => return Ok(()),
+            ResizeKind::AtLeast if new_len <= old_len => return Ok(()),
+            _ => {}
         }
         if (new_len < old_len || reset) && open.shared_lock {
             // Cooperating processes that share the lock may map any byte.
@@ -156,7 +165,7 @@ impl Actor {
 
 /// Changes the file's length and maps it anew, for this open and the others.
 fn resize_blocking(
-    file: &File,
+    file: &Arc<File>,
     path: &Path,
     change: Change,
     keep: Option<Keep>,
@@ -269,7 +278,7 @@ fn cut_in_place(other: &Other, new_len: u64, cleared: Option<&Cleared>) -> bool 
 }
 
 fn grow(
-    file: &File,
+    file: &Arc<File>,
     path: &Path,
     old_len: u64,
     new_len: u64,
@@ -282,7 +291,7 @@ fn grow(
         .inspect_err(|err| disk::restore_length(file, path, old_len, err))
 }
 
-fn shrink(file: &File, path: &Path, new_len: u64, keep: Option<Keep>) -> Result<Generation> {
+fn shrink(file: &Arc<File>, path: &Path, new_len: u64, keep: Option<Keep>) -> Result<Generation> {
     let generation = Generation::map(file, new_len, Mode::ReadWrite, keep)
         .map_err(|e| Error::io("mmap", path, e))?;
     file.set_len(new_len)

@@ -10,7 +10,7 @@ use super::{Actor, OpenId};
 use crate::error::{Error, Result};
 use crate::lease_table::{Access, Footprint};
 use crate::region::ByteRange;
-use crate::request::{Envelope, Inline, OnConflict, Owner, Reply, Request};
+use crate::request::{Envelope, Inline, OnConflict, Owner, Reply, Request, ResizeKind};
 use crate::sys::gate::Hold;
 
 /// A request that passed the channel and is served now or later: every
@@ -19,7 +19,7 @@ pub(super) enum Admitted {
     Inline(Inline),
     Resize {
         new_len: u64,
-        reset: bool,
+        kind: ResizeKind,
         reply: Reply<()>,
     },
 }
@@ -120,11 +120,11 @@ impl Actor {
             Request::Inline(op) => Admitted::Inline(op),
             Request::Resize {
                 new_len,
-                reset,
+                kind,
                 reply,
             } => Admitted::Resize {
                 new_len,
-                reset,
+                kind,
                 reply,
             },
         };
@@ -224,8 +224,13 @@ impl Actor {
                 access,
                 ..
             }) => Footprint::new(range(*offset, *len)?, *access),
-            Admitted::Resize { new_len, reset, .. } => {
-                let cut = if *reset { 0 } else { (*new_len).min(file_len) };
+            Admitted::Resize { new_len, kind, .. } => {
+                let cut = match kind {
+                    ResizeKind::Reset => 0,
+                    ResizeKind::Exact => (*new_len).min(file_len),
+                    // Never cuts: it only ever grows.
+                    ResizeKind::AtLeast => file_len,
+                };
                 Footprint::new(ByteRange::tail(cut), Access::Write)
             }
             Admitted::Inline(Inline::Flush { .. } | Inline::Populate { .. }) => return Ok(None),
@@ -260,10 +265,10 @@ impl Actor {
         match admitted {
             Admitted::Resize {
                 new_len,
-                reset,
+                kind,
                 reply,
             } => {
-                let result = self.resize(index, new_len, reset).instrument(span).await;
+                let result = self.resize(index, new_len, kind).instrument(span).await;
                 let _ = reply.send(result);
             }
             Admitted::Inline(op) => {

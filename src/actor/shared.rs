@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 
+use super::write_method::{Method, WriteMethod};
 use crate::error::Error;
 use crate::lease_table::Notice;
 use crate::sys::gate::{Gate, GateCell};
@@ -33,9 +34,9 @@ pub(crate) struct Shared {
     /// calling task while the actor has nothing that could conflict (the
     /// direct path, `sys/gate.rs`).
     pub(crate) current: GateCell<Generation>,
-    /// Updates go through `pwrite` (`OpenOptions::write_through`), so never
-    /// by the direct path.
-    pub(crate) write_through: bool,
+    /// How small updates reach the page cache (`actor/write_method.rs`).
+    pub(crate) method: Method,
+
     /// The actor's notices: a handle whose caller stops waiting for a
     /// request says so, so that nothing it queued is left behind.
     pub(crate) notices: mpsc::UnboundedSender<Notice>,
@@ -50,10 +51,17 @@ impl Shared {
         gate: Arc<Gate>,
         notices: mpsc::UnboundedSender<Notice>,
     ) -> Shared {
+        // Copy-on-write opens must store (a `pwrite` would reach the file);
+        // read-only ones never update.
+        let method = match (mode, write_through) {
+            (Mode::ReadWrite, true) => Method::new(WriteMethod::Pwrite, true),
+            (Mode::ReadWrite, false) => Method::new(WriteMethod::Store, false),
+            _ => Method::new(WriteMethod::Store, true),
+        };
         Shared {
             path,
             mode,
-            write_through: write_through && mode == Mode::ReadWrite,
+            method,
             len: AtomicU64::new(generation.len()),
             closed: AtomicBool::new(false),
             poisoned: OnceLock::new(),

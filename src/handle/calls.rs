@@ -3,9 +3,10 @@
 
 use bytes::Bytes;
 
+use super::write::Source;
 use super::{request_span, MappedFile};
 use crate::error::{Error, Result};
-use crate::request::{Inline, OnConflict, Request};
+use crate::request::{Inline, OnConflict, Request, ResizeKind};
 use crate::Mode;
 
 impl MappedFile {
@@ -25,16 +26,7 @@ impl MappedFile {
     ///
     /// Cancel safe: dropping the future abandons the load.
     pub async fn load(&self, offset: u64, len: u64) -> Result<Bytes> {
-        if let Some(result) = self.load_direct(offset, len).await {
-            return result;
-        }
-        self.call(
-            "load",
-            OnConflict::Wait,
-            request_span("load", offset, len),
-            |reply| Request::Inline(Inline::Load { offset, len, reply }),
-        )
-        .await
+        self.read("load", offset, len, OnConflict::Wait).await
     }
 
     /// [`load`](Self::load) that fails with [`Error::Conflict`] instead of
@@ -48,13 +40,7 @@ impl MappedFile {
     ///
     /// Cancel safe.
     pub async fn try_load(&self, offset: u64, len: u64) -> Result<Bytes> {
-        self.call(
-            "load",
-            OnConflict::Fail,
-            request_span("try_load", offset, len),
-            |reply| Request::Inline(Inline::Load { offset, len, reply }),
-        )
-        .await
+        self.read("load", offset, len, OnConflict::Fail).await
     }
 
     /// Writes `data` at `offset`. `data` may be a `Vec<u8>`, [`Bytes`] or a
@@ -76,25 +62,9 @@ impl MappedFile {
     /// not be applied; it is never half-applied by a small write, and it is
     /// not acknowledged.
     pub async fn update(&self, offset: u64, data: impl Into<Bytes>) -> Result<()> {
-        self.writable("update")?;
-        let data = data.into();
-        if let Some(result) = self.update_direct(offset, &data).await {
-            return result;
-        }
-        let len = data.len() as u64;
-        self.call(
-            "update",
-            OnConflict::Wait,
-            request_span("update", offset, len),
-            |reply| {
-                Request::Inline(Inline::Update {
-                    offset,
-                    data,
-                    reply,
-                })
-            },
-        )
-        .await
+        let data = Source::Owned(data.into());
+        self.write_parts("update", offset, data, OnConflict::Wait)
+            .await
     }
 
     /// [`update`](Self::update) that fails with [`Error::Conflict`] instead
@@ -108,22 +78,9 @@ impl MappedFile {
     ///
     /// As [`update`](Self::update).
     pub async fn try_update(&self, offset: u64, data: impl Into<Bytes>) -> Result<()> {
-        self.writable("update")?;
-        let data = data.into();
-        let len = data.len() as u64;
-        self.call(
-            "update",
-            OnConflict::Fail,
-            request_span("try_update", offset, len),
-            |reply| {
-                Request::Inline(Inline::Update {
-                    offset,
-                    data,
-                    reply,
-                })
-            },
-        )
-        .await
+        let data = Source::Owned(data.into());
+        self.write_parts("update", offset, data, OnConflict::Fail)
+            .await
     }
 
     /// Runs `f` on the `len` bytes at `offset`, inside the actor, atomically
@@ -278,9 +235,15 @@ impl MappedFile {
         self.resize_inner(new_len, OnConflict::Fail).await
     }
 
-    /// A resize that empties the file first when `reset` (an open's
-    /// `truncate` on a file this process maps already).
-    pub(super) async fn resize_with(&self, new_len: u64, reset: bool) -> Result<()> {
+    /// A resize of the given kind (`grow_to`, or an open's `truncate` of a
+    /// file this process maps already).
+    pub(super) async fn resize_with(&self, new_len: u64, kind: ResizeKind) -> Result<()> {
+        if self.shared.mode != Mode::ReadWrite {
+            return Err(Error::ReadOnly {
+                op: "resize",
+                mode: self.shared.mode,
+            });
+        }
         crate::disk::check_len(new_len)?;
         self.call(
             "resize",
@@ -288,7 +251,7 @@ impl MappedFile {
             request_span("resize", new_len, 0),
             |reply| Request::Resize {
                 new_len,
-                reset,
+                kind,
                 reply,
             },
         )
@@ -309,7 +272,7 @@ impl MappedFile {
             request_span("resize", new_len, 0u64),
             |reply| Request::Resize {
                 new_len,
-                reset: false,
+                kind: ResizeKind::Exact,
                 reply,
             },
         )

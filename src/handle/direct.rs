@@ -1,20 +1,37 @@
 //! The direct path: small loads and updates copied by the calling task
 //! through the gate (`sys/gate.rs`), without a round trip to the actor.
+//!
+//! An update is stored through the mapping or written with `pwrite`, as the
+//! open's write method says (`actor/write_method.rs`); either way the copy
+//! happens inside the gate, so leases and the actor's own copies exclude it
+//! exactly as before.
+
+use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 
 use super::MappedFile;
+use crate::actor::write_method::WriteMethod;
 use crate::error::{Error, Result};
+use crate::region;
 use crate::sys::gate::Reading;
 use crate::sys::Generation;
+use crate::INLINE_COPY_MAX;
 
 /// Loads and updates up to this many bytes are served by the calling task
 /// itself, straight from the current mapping generation, whenever the
 /// mapping has no live lease, no queued request and no resize in progress
-/// (otherwise they go through the actor like everything else). The copy is
-/// made with atomic byte accesses, so it costs about a nanosecond a byte:
-/// past a few KiB the actor's `memcpy` is cheaper than the saved round trip.
+/// (otherwise they go through the actor like everything else). A load or a
+/// stored update is copied with atomic byte accesses, so it costs about a
+/// nanosecond a byte: past a few KiB the actor's `memcpy` is cheaper than
+/// the saved round trip. An update written with `pwrite` (durable workloads,
+/// see `OpenOptions::write_through`) goes direct up to
+/// [`INLINE_COPY_MAX`].
 pub const DIRECT_MAX: usize = 4096;
+
+/// Zeros to copy from, for `zero` (in `.bss`: it costs no file size, and
+/// no memory until read).
+pub(super) static ZEROS: [u8; INLINE_COPY_MAX] = [0; INLINE_COPY_MAX];
 
 impl MappedFile {
     /// Enters the gate for one direct operation: `None` when the actor must
@@ -28,53 +45,97 @@ impl MappedFile {
         self.shared.current.enter().map(Ok)
     }
 
-    /// A small load served by the calling task, if the gate is open.
-    pub(super) async fn load_direct(&self, offset: u64, len: u64) -> Option<Result<Bytes>> {
-        if len > DIRECT_MAX as u64 {
+    /// A small load into `buf`, served by the calling task if the gate is
+    /// open.
+    pub(super) async fn load_into_direct(&self, offset: u64, buf: &mut [u8]) -> Option<Result<()>> {
+        if buf.len() > DIRECT_MAX {
             return None;
         }
         let reading = match self.enter_direct().await? {
             Ok(reading) => reading,
             Err(err) => return Some(Err(err)),
         };
-        let mut buf = vec![0u8; len as usize];
+        let len = buf.len() as u64;
         let copied = reading.with(|generation, entered| {
             generation
-                .read_direct(entered, offset, &mut buf)
+                .read_direct(entered, offset, buf)
                 .then_some(())
                 .ok_or(generation.len())
         });
         drop(reading);
-        Some(
-            copied
-                .map(|()| Bytes::from(buf))
-                .map_err(|file_len| Error::OutOfBounds {
-                    offset,
-                    len,
-                    file_len,
-                }),
-        )
+        Some(copied.map_err(|file_len| Error::OutOfBounds {
+            offset,
+            len,
+            file_len,
+        }))
     }
 
-    /// A small update served by the calling task, if the gate is open.
-    pub(super) async fn update_direct(&self, offset: u64, data: &[u8]) -> Option<Result<()>> {
-        if data.len() > DIRECT_MAX || self.shared.write_through {
+    /// A small load, served by the calling task if the gate is open.
+    pub(super) async fn load_direct(&self, offset: u64, len: u64) -> Option<Result<Bytes>> {
+        if len > DIRECT_MAX as u64 {
+            return None;
+        }
+        let mut buf = vec![0u8; len as usize];
+        let loaded = self.load_into_direct(offset, &mut buf).await?;
+        Some(loaded.map(|()| Bytes::from(buf)))
+    }
+
+    /// The largest update the calling task may copy itself.
+    fn direct_limit(&self) -> (WriteMethod, usize) {
+        match self.shared.method.get() {
+            WriteMethod::Store => (WriteMethod::Store, DIRECT_MAX),
+            WriteMethod::Pwrite => (WriteMethod::Pwrite, INLINE_COPY_MAX),
+        }
+    }
+
+    /// A small update made of `parts` written back to back at `offset`,
+    /// served by the calling task if the gate is open. With no parts of
+    /// `data`, `len` zeros are written.
+    pub(super) async fn update_direct(
+        &self,
+        offset: u64,
+        parts: &[&[u8]],
+        zeros: usize,
+    ) -> Option<Result<()>> {
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + zeros;
+        let (method, limit) = self.direct_limit();
+        if len > limit {
             return None;
         }
         let reading = match self.enter_direct().await? {
             Ok(reading) => reading,
             Err(err) => return Some(Err(err)),
         };
-        let copied = reading.with(|generation, entered| {
-            generation
-                .write_direct(entered, offset, data)
-                .then_some(())
-                .ok_or(generation.len())
+        let result = reading.with(|generation, entered| {
+            let file_len = generation.len();
+            if !generation.is_writable() || !region::in_bounds(offset, len as u64, file_len) {
+                return Err(Error::OutOfBounds {
+                    offset,
+                    len: len as u64,
+                    file_len,
+                });
+            }
+            let zero_part: &[u8] = &ZEROS[..zeros];
+            let mut at = offset;
+            for part in parts.iter().copied().chain([zero_part]) {
+                match method {
+                    WriteMethod::Store => {
+                        generation.write_direct(entered, at, part);
+                    }
+                    WriteMethod::Pwrite => match generation.file() {
+                        Some(file) => file
+                            .write_all_at(part, at)
+                            .map_err(|e| Error::io("pwrite", &self.shared.path, e))?,
+                        None => {
+                            generation.write_direct(entered, at, part);
+                        }
+                    },
+                }
+                at += part.len() as u64;
+            }
+            Ok(())
         });
-        Some(copied.map_err(|file_len| Error::OutOfBounds {
-            offset,
-            len: data.len() as u64,
-            file_len,
-        }))
+        reading.wrote();
+        Some(result)
     }
 }

@@ -12,7 +12,7 @@ use crate::request::{Inline, OnConflict, Request};
 impl MappedFile {
     /// Sends a lease request; the caller has checked mode and alignment
     /// (the actor checks the bounds, against the current generation).
-    async fn lease(
+    pub(super) async fn lease(
         &self,
         op: &'static str,
         offset: u64,

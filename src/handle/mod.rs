@@ -13,6 +13,7 @@ mod calls;
 mod direct;
 mod leases;
 mod open;
+mod write;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

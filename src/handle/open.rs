@@ -13,6 +13,7 @@ use crate::blocking;
 use crate::disk::{self, Probe};
 use crate::error::{Error, Result};
 use crate::options::OpenOptions;
+use crate::request::ResizeKind;
 use crate::sys::gate::Gate;
 use crate::sys::Generation;
 use crate::Mode;
@@ -77,7 +78,12 @@ impl OpenOptions {
             // The file is mapped elsewhere in this process: its actor
             // changes the length, waiting for leases that the cut would
             // touch, as any resize does.
-            file.resize_with(new_len, reset).await?;
+            let kind = if reset {
+                ResizeKind::Reset
+            } else {
+                ResizeKind::Exact
+            };
+            file.resize_with(new_len, kind).await?;
         }
         Ok((file, actor))
     }

@@ -47,9 +47,15 @@ use crate::loom::{fence, slot_index, AtomicU64, Ordering, Signal, UnsafeCell};
 /// that scanning them is cheap and 10,000 mappings stay small.
 const SLOTS: usize = 8;
 
-/// One slot on its own cache line.
+/// One slot on its own cache line: the direct operations in flight, and
+/// how many updates went through it (for the write-method choice and the
+/// flush policies; counted where the updating thread already owns the
+/// line).
 #[repr(align(128))]
-struct Slot(AtomicU64);
+struct Slot {
+    in_flight: AtomicU64,
+    writes: AtomicU64,
+}
 
 /// The gate's state: holds, slots, and the wake-up of a draining holder.
 pub(crate) struct Gate {
@@ -73,7 +79,10 @@ impl Gate {
     pub(crate) fn new() -> Arc<Gate> {
         Arc::new(Gate {
             holds: AtomicU64::new(0),
-            slots: std::array::from_fn(|_| Slot(AtomicU64::new(0))),
+            slots: std::array::from_fn(|_| Slot {
+                in_flight: AtomicU64::new(0),
+                writes: AtomicU64::new(0),
+            }),
             drained: Signal::default(),
         })
     }
@@ -81,7 +90,7 @@ impl Gate {
     /// Enters for one direct operation, or returns `None` when a hold exists.
     fn enter(&self) -> Option<Entered<'_>> {
         let slot = slot_index(SLOTS);
-        self.slots[slot].0.fetch_add(1, Ordering::Relaxed);
+        self.slots[slot].in_flight.fetch_add(1, Ordering::Relaxed);
         let entered = Entered { gate: self, slot };
         // Pairs with the fence in `hold`: of two racing calls, at least one
         // sees the other's increment.
@@ -107,7 +116,10 @@ impl Gate {
 
     /// Direct operations in flight (including ones about to back off).
     fn in_flight(&self) -> u64 {
-        self.slots.iter().map(|s| s.0.load(Ordering::Acquire)).sum()
+        self.slots
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Acquire))
+            .sum()
     }
 
     /// Waits until no direct operation is in flight. With `hold` in place,
@@ -122,6 +134,15 @@ impl Gate {
             }
             drained.await;
         }
+    }
+
+    /// The updates counted by direct operations since the last call (and
+    /// resets the count).
+    pub(crate) fn take_writes(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.writes.swap(0, Ordering::Relaxed))
+            .sum()
     }
 
     /// The exclusive right to replace cell values, if no direct operation
@@ -156,7 +177,9 @@ pub(crate) struct Entered<'a> {
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        let prev = self.gate.slots[self.slot].0.fetch_sub(1, Ordering::Release);
+        let prev = self.gate.slots[self.slot]
+            .in_flight
+            .fetch_sub(1, Ordering::Release);
         if prev == 1 {
             // Pairs with the fence in `hold`: a holder that read this slot
             // before the decrement is seen here and woken.
@@ -253,6 +276,14 @@ pub(crate) struct Reading<'a, M> {
 }
 
 impl<M> Reading<'_, M> {
+    /// Counts one update made by this operation.
+    pub(crate) fn wrote(&self) {
+        let gate = self.entered.gate;
+        gate.slots[self.entered.slot]
+            .writes
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Runs `f` on the cell's current value; the proof of being inside the
     /// gate goes along, for the raw accesses that demand it.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&M, &Entered<'_>) -> R) -> R {

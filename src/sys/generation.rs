@@ -42,6 +42,9 @@ pub(crate) struct Generation {
     len: AtomicUsize,
     writable: bool,
     backing: Backing,
+    /// The open's descriptor, for updates written with `pwrite` (none for
+    /// an empty generation).
+    file: Option<Arc<File>>,
     /// What must live as long as this generation maps the file: its open's
     /// advisory lock and its place in the registry's count of mappings
     /// (dropped after `backing`, so after the `munmap`).
@@ -73,7 +76,7 @@ impl Generation {
     ///
     /// The caller has made the file at least `len` bytes long.
     pub(crate) fn map(
-        file: &File,
+        file: &Arc<File>,
         len: u64,
         mode: Mode,
         keep: Option<Keep>,
@@ -83,30 +86,33 @@ impl Generation {
         if len == 0 {
             let mut empty = Generation::empty(mode != Mode::ReadOnly);
             empty._keep = keep;
+            empty.file = Some(Arc::clone(file));
             return Ok(empty);
         }
         let mut opts = MmapOptions::new();
         opts.len(len);
         match mode {
             Mode::ReadOnly => {
-                let raw = opts.map_raw_read_only(file)?;
+                let raw = opts.map_raw_read_only(&**file)?;
                 Ok(Generation {
                     ptr: raw.as_mut_ptr(),
                     mapped: len,
                     len: AtomicUsize::new(len),
                     writable: false,
                     backing: Backing::File(raw),
+                    file: Some(Arc::clone(file)),
                     _keep: keep,
                 })
             }
             Mode::ReadWrite => {
-                let raw = opts.map_raw(file)?;
+                let raw = opts.map_raw(&**file)?;
                 Ok(Generation {
                     ptr: raw.as_mut_ptr(),
                     mapped: len,
                     len: AtomicUsize::new(len),
                     writable: true,
                     backing: Backing::File(raw),
+                    file: Some(Arc::clone(file)),
                     _keep: keep,
                 })
             }
@@ -117,13 +123,14 @@ impl Generation {
                 // process; what other processes do to the file is the
                 // assumption stated in the `sys` module docs and the crate's
                 // "Soundness" section.
-                let mut map = unsafe { opts.map_copy(file) }?;
+                let mut map = unsafe { opts.map_copy(&**file) }?;
                 Ok(Generation {
                     ptr: map.as_mut_ptr(),
                     mapped: len,
                     len: AtomicUsize::new(len),
                     writable: true,
                     backing: Backing::Private(map),
+                    file: None,
                     _keep: keep,
                 })
             }
@@ -139,6 +146,7 @@ impl Generation {
             len: AtomicUsize::new(0),
             writable,
             backing: Backing::Empty,
+            file: None,
             _keep: None,
         }
     }
@@ -146,6 +154,12 @@ impl Generation {
     /// Length in bytes.
     pub(crate) fn len(&self) -> u64 {
         self.len.load(Ordering::Acquire) as u64
+    }
+
+    /// The descriptor to `pwrite` to: a read-write generation's (a
+    /// copy-on-write one has none, its writes must stay private).
+    pub(crate) fn file(&self) -> Option<&Arc<File>> {
+        self.file.as_ref().filter(|_| self.writable)
     }
 
     /// Whether stores are allowed (read-write and copy-on-write).
