@@ -46,6 +46,14 @@ proptest! {
                 check(file.flush_range(offset, len).await, offset, len, file_len);
                 if len <= 3 * DIRECT_MAX as u64 {
                     let data = vec![7u8; len as usize];
+                    check(file.update_from(offset, &data).await, offset, len, file_len);
+                    check(file.try_update_from(offset, &data).await, offset, len, file_len);
+                    let (a, b) = data.split_at(data.len() / 2);
+                    check(file.update_vectored(offset, &[a, b]).await, offset, len, file_len);
+                    check(file.zero(offset, len).await, offset, len, file_len);
+                    let mut buf = vec![0u8; len as usize];
+                    check(file.load_into(offset, &mut buf).await, offset, len, file_len);
+                    check(file.try_load_into(offset, &mut buf).await, offset, len, file_len);
                     check(file.update(offset, data.clone()).await, offset, len, file_len);
                     check(file.try_update(offset, data).await, offset, len, file_len);
                     check(file.segment_mut(offset, len).await.map(|_| ()), offset, len, file_len);

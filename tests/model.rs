@@ -77,6 +77,24 @@ enum Op {
         off: At,
         len: At,
     },
+    /// `update_from`, `update_vectored` (the data in `parts` pieces) or
+    /// `zero` (`parts == 0`).
+    UpdateFrom {
+        h: usize,
+        off: At,
+        len: At,
+        seed: u8,
+        parts: u8,
+    },
+    LoadInto {
+        h: usize,
+        off: At,
+        len: At,
+    },
+    GrowTo {
+        h: usize,
+        min_len: u64,
+    },
     Resize {
         h: usize,
         new_len: u64,
@@ -141,6 +159,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (h.clone(), at(), at(), any::<u8>()).prop_map(|(h, off, len, seed)| Op::Update { h, off, len, seed }),
         3 => (h.clone(), at(), at()).prop_map(|(h, off, len)| Op::Load { h, off, len }),
+        4 => (h.clone(), at(), at(), any::<u8>(), 0u8..4).prop_map(|(h, off, len, seed, parts)| Op::UpdateFrom { h, off, len, seed, parts }),
+        3 => (h.clone(), at(), at()).prop_map(|(h, off, len)| Op::LoadInto { h, off, len }),
+        1 => (h.clone(), prop_oneof![0..=MAX_LEN, 0u64..256]).prop_map(|(h, min_len)| Op::GrowTo { h, min_len }),
         3 => (h.clone(), prop_oneof![0..=MAX_LEN, 0u64..256]).prop_map(|(h, new_len)| Op::Resize { h, new_len }),
         1 => h.clone().prop_map(|h| Op::Flush { h }),
         1 => (h.clone(), at(), at()).prop_map(|(h, off, len)| Op::FlushRange { h, off, len }),
@@ -227,6 +248,61 @@ async fn step(
             let want = range(off, len, file_len);
             if let Some(bytes) = expect_range("load", files[h].load(off, len).await, &want)? {
                 prop_assert_eq!(&bytes[..], &model[want.unwrap()], "load({}, {})", off, len);
+            }
+        }
+        Op::UpdateFrom {
+            h,
+            off,
+            len,
+            seed,
+            parts,
+        } => {
+            let off = off.offset(file_len);
+            let len = len.len(off, file_len).min(MAX_LEN + 1);
+            let want = range(off, len, file_len);
+            let data = if parts == 0 {
+                vec![0u8; len as usize]
+            } else {
+                pattern(seed, len)
+            };
+            let got = match parts {
+                0 => files[h].zero(off, len).await,
+                1 => files[h].update_from(off, &data).await,
+                n => {
+                    // Split into `n` pieces (some possibly empty).
+                    let cut = |k: usize| data.len() * k / n as usize;
+                    let pieces: Vec<&[u8]> =
+                        (0..n as usize).map(|k| &data[cut(k)..cut(k + 1)]).collect();
+                    files[h].update_vectored(off, &pieces).await
+                }
+            };
+            if expect_range("update_from/vectored/zero", got, &want)?.is_some() {
+                model[want.unwrap()].copy_from_slice(&data);
+            }
+        }
+        Op::LoadInto { h, off, len } => {
+            let off = off.offset(file_len);
+            let len = len.len(off, file_len).min(MAX_LEN + 1);
+            let want = range(off, len, file_len);
+            let mut buf = vec![0xEEu8; len as usize];
+            let got = files[h].load_into(off, &mut buf).await;
+            if expect_range("load_into", got, &want)?.is_some() {
+                prop_assert_eq!(
+                    &buf[..],
+                    &model[want.unwrap()],
+                    "load_into({}, {})",
+                    off,
+                    len
+                );
+            }
+        }
+        Op::GrowTo { h, min_len } => {
+            files[h]
+                .grow_to(min_len)
+                .await
+                .map_err(|e| fail(format!("grow_to({min_len}): {e:?}")))?;
+            if (min_len as usize) > model.len() {
+                model.resize(min_len as usize, 0);
             }
         }
         Op::Resize { h, new_len } => {

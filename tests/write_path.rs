@@ -1,0 +1,349 @@
+//! The write path: borrowed-slice calls, vectored updates, zeroing,
+//! `grow_to`, large copies made by the calling task under a temporary lease,
+//! and the write method (stores through the mapping, or `pwrite` for
+//! updates that are flushed often).
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{child, Scratch};
+use mmap_actor::{Error, MappedFile, Mode, DIRECT_MAX, INLINE_COPY_MAX};
+
+const MIB: u64 = 1 << 20;
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i % 251) as u8) | 1)
+        .collect()
+}
+
+/// Sizes that take each path: direct, one request, a leased copy.
+fn sizes() -> Vec<usize> {
+    vec![
+        0,
+        1,
+        64,
+        DIRECT_MAX,
+        DIRECT_MAX + 1,
+        INLINE_COPY_MAX,
+        INLINE_COPY_MAX + 1,
+        3 * MIB as usize + 7,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_every_size_round_trips() {
+    let s = Scratch::new();
+    let file = s.file("sizes", 8 * MIB).await;
+    for (i, len) in sizes().into_iter().enumerate() {
+        let offset = (i as u64) * 13 + 5;
+        let data = pattern(i as u8, len);
+        file.update_from(offset, &data).await.unwrap();
+        let mut back = vec![0u8; len];
+        file.load_into(offset, &mut back).await.unwrap();
+        assert_eq!(back, data, "update_from/load_into of {len} bytes");
+        assert_eq!(&file.load(offset, len as u64).await.unwrap()[..], &data[..]);
+        // The same with the gate closed (a lease elsewhere): every call
+        // goes through the actor or a lease and gives the same bytes.
+        let held = file.segment(8 * MIB - 8, 8).await.unwrap();
+        let again = pattern(i as u8 ^ 0x55, len);
+        file.update_from(offset, &again).await.unwrap();
+        file.load_into(offset, &mut back).await.unwrap();
+        assert_eq!(back, again, "through the actor, {len} bytes");
+        drop(held);
+        // Vectored: the pieces land back to back.
+        let (a, rest) = again.split_at(len / 3);
+        let (b, c) = rest.split_at(rest.len() / 2);
+        file.zero(offset, len as u64).await.unwrap();
+        assert!(file
+            .load(offset, len as u64)
+            .await
+            .unwrap()
+            .iter()
+            .all(|&x| x == 0));
+        file.update_vectored(offset, &[a, &[], b, c]).await.unwrap();
+        assert_eq!(
+            &file.load(offset, len as u64).await.unwrap()[..],
+            &again[..]
+        );
+        // `update` with owned bytes takes the same paths.
+        file.update(offset, data.clone()).await.unwrap();
+        assert_eq!(&file.load(offset, len as u64).await.unwrap()[..], &data[..]);
+    }
+    file.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn write_path_bad_input_is_a_typed_error_at_every_size() {
+    let s = Scratch::new();
+    let len = 8 * MIB;
+    let file = s.file("bad", len).await;
+    for size in sizes().into_iter().filter(|&n| n > 0) {
+        let n = size as u64;
+        let data = vec![1u8; size];
+        let mut buf = vec![0u8; size];
+        for offset in [len - n + 1, len, len + 1, (u64::MAX - n).saturating_add(2), u64::MAX] {
+            let want = |got: mmap_actor::Result<()>, what: &str| match got {
+                Err(Error::OutOfBounds {
+                    offset: o,
+                    len: l,
+                    file_len,
+                }) => {
+                    assert_eq!((o, file_len), (offset, len), "{what}({offset}, {n})");
+                    assert!(l >= n, "{what}: the length in the error");
+                }
+                other => panic!("{what}({offset}, {n}): expected OutOfBounds, got {other:?}"),
+            };
+            want(file.update_from(offset, &data).await, "update_from");
+            want(file.try_update_from(offset, &data).await, "try_update_from");
+            want(
+                file.update_vectored(offset, &[&data, &data]).await,
+                "update_vectored",
+            );
+            want(file.zero(offset, n).await, "zero");
+            want(file.load_into(offset, &mut buf).await, "load_into");
+            want(file.load(offset, n).await.map(drop), "load");
+        }
+    }
+    // A length no file could have is refused before anything is allocated.
+    assert!(matches!(
+        file.load(0, u64::MAX / 2).await,
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        file.zero(8, u64::MAX).await,
+        Err(Error::OutOfBounds { .. })
+    ));
+    // The file is untouched.
+    assert!(file.load(0, len).await.unwrap().iter().all(|&b| b == 0));
+    file.close().await.unwrap();
+
+    // Read-only: every write is refused before its bounds are looked at.
+    let ro = MappedFile::open_ro(s.path("bad")).await.unwrap();
+    for (what, got) in [
+        ("update_from", ro.update_from(0, b"x").await),
+        ("update_vectored", ro.update_vectored(0, &[b"x"]).await),
+        ("zero", ro.zero(u64::MAX, 9).await),
+        ("grow_to", ro.grow_to(8 * MIB).await),
+    ] {
+        assert!(
+            matches!(
+                got,
+                Err(Error::ReadOnly {
+                    mode: Mode::ReadOnly,
+                    ..
+                })
+            ),
+            "{what}: {got:?}"
+        );
+    }
+    let mut buf = [0u8; 16];
+    ro.load_into(0, &mut buf).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_grow_to_never_shrinks_under_racing_tasks() {
+    let s = Scratch::new();
+    let file = s.file("grow", 4096).await;
+    let tasks: Vec<_> = (1..=16u64)
+        .map(|i| {
+            let file = file.clone();
+            tokio::spawn(async move { file.grow_to(i * 64 * 1024).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(file.len(), 16 * 64 * 1024);
+    file.grow_to(4096).await.unwrap();
+    assert_eq!(file.len(), 16 * 64 * 1024, "grow_to shrank the file");
+    assert_eq!(
+        std::fs::metadata(s.path("grow")).unwrap().len(),
+        16 * 64 * 1024
+    );
+    // It does not wait for leases of the tail (it never cuts).
+    let tail = file.segment_mut(16 * 64 * 1024 - 8, 8).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), file.grow_to(2 * MIB))
+        .await
+        .expect("grow_to waited for a lease")
+        .unwrap();
+    drop(tail);
+    assert!(matches!(
+        file.grow_to(u64::MAX).await,
+        Err(Error::TooLarge { .. })
+    ));
+    file.close().await.unwrap();
+}
+
+/// A large copy runs on the calling task in chunks, letting other tasks run
+/// between them; dropping it mid-way releases its lease at once and leaves
+/// each chunk old or new.
+#[tokio::test(flavor = "current_thread")]
+async fn write_path_large_copy_yields_and_cancels_cleanly() {
+    let s = Scratch::new();
+    let len = 64 * MIB;
+    let file = s.file("large", len).await;
+    let new = vec![0xABu8; len as usize];
+    // Another task on the same (only) thread counts how often it runs.
+    let ticks = Arc::new(AtomicU64::new(0));
+    let ticker = tokio::spawn({
+        let ticks = Arc::clone(&ticks);
+        async move {
+            loop {
+                ticks.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    file.update_from(0, &new).await.unwrap();
+    let during = ticks.load(Ordering::Relaxed);
+    assert!(
+        during >= 4,
+        "the other task ran {during} times during a 64 MiB copy: the copy held the thread"
+    );
+    // Cancel one mid-way: old bytes are 0xAB, new ones 0x5A.
+    let newer = vec![0x5Au8; len as usize];
+    let cancelled =
+        tokio::time::timeout(Duration::from_micros(300), file.update_from(0, &newer)).await;
+    assert!(cancelled.is_err(), "the copy finished within 300 µs");
+    // The lease is gone: a try_ call of the range succeeds at the first try.
+    file.try_update_from(len - 1, &[0xAB]).await.unwrap();
+    let bytes = file.load(0, len).await.unwrap();
+    let mut seen_new = 0;
+    for (i, chunk) in bytes.chunks(64 * 1024).enumerate() {
+        let first = chunk[0];
+        assert!(
+            chunk.iter().all(|&b| b == first) && (first == 0xAB || first == 0x5A),
+            "chunk {i} is torn"
+        );
+        seen_new += usize::from(first == 0x5A);
+    }
+    assert!(
+        seen_new < bytes.len() / (64 * 1024),
+        "the cancelled copy completed"
+    );
+    ticker.abort();
+    file.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn write_path_copy_on_write_updates_stay_private_whatever_the_pattern() {
+    let s = Scratch::new();
+    let path = s.path("cow");
+    std::fs::write(&path, vec![0u8; 64 * 1024]).unwrap();
+    let cow = MappedFile::open_cow(&path).await.unwrap();
+    // The pattern that makes a read-write open switch to pwrite.
+    for i in 0..64u64 {
+        cow.update_from(i * 512, &[7u8; 512]).await.unwrap();
+        cow.flush().await.unwrap();
+    }
+    assert!(cow
+        .load(0, 32 * 1024)
+        .await
+        .unwrap()
+        .iter()
+        .all(|&b| b == 7));
+    cow.close().await.unwrap();
+    assert!(
+        std::fs::read(&path).unwrap().iter().all(|&b| b == 0),
+        "a copy-on-write update reached the file"
+    );
+}
+
+// ---------------------------------------------------------------------
+// The write method, seen by syscall counts in a child process.
+
+const CHILD_TEST: &str = "write_path_child_runs_scenario";
+const CHILD_ENV: &str = "MMAP_ACTOR_WRITE_PATH";
+
+#[tokio::test]
+#[ignore = "child process of the write_path_* tests"]
+async fn write_path_child_runs_scenario() {
+    let Ok(arg) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (scenario, path) = arg.split_once(':').expect("scenario:path");
+    let file = MappedFile::create(path, 16 * MIB).await.unwrap();
+    let block = vec![3u8; 4096];
+    match scenario {
+        // Update then flush, again and again: a durable workload.
+        "durable" => {
+            for i in 0..200u64 {
+                file.update_from((i * 7919 % 4096) * 4096, &block)
+                    .await
+                    .unwrap();
+                file.flush().await.unwrap();
+            }
+        }
+        // Many updates, one flush: a throughput workload.
+        "throughput" => {
+            for i in 0..4000u64 {
+                file.update_from((i * 7919 % 4096) * 4096, &block)
+                    .await
+                    .unwrap();
+            }
+            file.flush().await.unwrap();
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+    file.close().await.unwrap();
+    println!("SCENARIO-PASSED {scenario}");
+}
+
+fn pwrites_of(scenario: &str) -> Option<u64> {
+    if !common::have("strace") {
+        child::skip("write_path_method", "strace is not installed");
+        return None;
+    }
+    let s = Scratch::new();
+    let summary = s.path("strace.txt");
+    let summary_arg = summary.display().to_string();
+    let out = child::run(&mut child::wrapped(
+        &[
+            "strace",
+            "-f",
+            "-c",
+            "-o",
+            &summary_arg,
+            "-e",
+            "trace=pwrite64,fdatasync",
+        ],
+        CHILD_TEST,
+        CHILD_ENV,
+        format!("{scenario}:{}", s.path("data").display()),
+    ));
+    child::assert_success(&out, &format!("SCENARIO-PASSED {scenario}"));
+    let counts = common::strace_counts(&std::fs::read_to_string(&summary).unwrap());
+    assert!(
+        counts.get("fdatasync").copied().unwrap_or(0) >= 1,
+        "{scenario}: no fdatasync: {counts:?}"
+    );
+    Some(counts.get("pwrite64").copied().unwrap_or(0))
+}
+
+#[test]
+fn write_path_updates_flushed_often_are_written_with_pwrite() {
+    let Some(pwrites) = pwrites_of("durable") else {
+        return;
+    };
+    // The first update is stored (the method is chosen at a flush); after
+    // that, every one is a pwrite.
+    assert!(
+        pwrites >= 190,
+        "{pwrites} pwrite calls for 200 update+flush rounds"
+    );
+}
+
+#[test]
+fn write_path_updates_rarely_flushed_are_stored() {
+    let Some(pwrites) = pwrites_of("throughput") else {
+        return;
+    };
+    assert!(
+        pwrites <= 10,
+        "{pwrites} pwrite calls for 4000 updates and one flush"
+    );
+}
