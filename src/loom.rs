@@ -4,7 +4,10 @@
 //! Normal builds use `std`'s atomics and cell and tokio's `Notify`. Test
 //! builds with `RUSTFLAGS="--cfg mmap_actor_loom"` use loom's, so that the
 //! gate's code is the same text in both and every path of it, the wake-up
-//! of a waiting holder included, is what the model explores.
+//! of a waiting holder included, is what the model explores. The one
+//! difference is how the protocol's store-then-load order is expressed
+//! ([`SC`], [`sc_fence`]): `SeqCst` accesses in real builds, `SeqCst` fences
+//! in the model, which loom can check.
 
 #[cfg(all(test, mmap_actor_loom))]
 pub(crate) use self::model::*;
@@ -15,7 +18,18 @@ pub(crate) use self::real::*;
 mod real {
     use std::future::Future;
 
-    pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The ordering of the accesses that must not be reordered with each
+    /// other across threads (a store and a later load, on both sides of the
+    /// gate's protocol): `SeqCst`, whose accesses have one total order. On
+    /// x86 a `SeqCst` read-modify-write is one `lock`-prefixed instruction,
+    /// a full barrier already, so no separate fence is needed.
+    pub(crate) const SC: Ordering = Ordering::SeqCst;
+
+    /// With `SeqCst` accesses, nothing: see [`SC`].
+    #[inline(always)]
+    pub(crate) fn sc_fence() {}
 
     /// `std::cell::UnsafeCell` with loom's access API, so that code using it
     /// reads the same in both builds.
@@ -77,7 +91,18 @@ mod model {
     use std::future::Future;
 
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+
+    /// Loom does not model `SeqCst` accesses (it treats them as `AcqRel`,
+    /// see its README) but does model `SeqCst` fences: the model gets the
+    /// same guarantee, that of the two racing store-then-load sequences at
+    /// least one sees the other's store, from a fence between each store
+    /// and its load. Both formulations forbid exactly that outcome.
+    pub(crate) const SC: Ordering = Ordering::SeqCst;
+
+    pub(crate) fn sc_fence() {
+        loom::sync::atomic::fence(Ordering::SeqCst);
+    }
 
     /// Loom threads get slots by their number, so that two model threads
     /// use different slots and a third shares one: both cases are explored.

@@ -185,6 +185,19 @@ impl MappingActor {
     }
 }
 
+impl Drop for Actor {
+    /// However the actor ends (its normal end, or its task dropped with its
+    /// runtime or aborted), every handle learns it at once: the direct path
+    /// checks this flag, not the channel.
+    fn drop(&mut self) {
+        for open in &self.opens {
+            open.shared
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 impl Actor {
     async fn run(mut self: Box<Self>) {
         // Grows to the largest batch seen: an idle mapping stays small.

@@ -33,25 +33,49 @@ pub const DIRECT_MAX: usize = 4096;
 /// no memory until read).
 pub(super) static ZEROS: [u8; INLINE_COPY_MAX] = [0; INLINE_COPY_MAX];
 
+/// Spends the task's scheduling budget for a direct call, one unit every
+/// [`BUDGET_EVERY`] calls: a task looping on direct calls still yields to
+/// its runtime regularly (after some thousand of them, within about a
+/// hundred microseconds), and a single call stays short enough for the
+/// processor to overlap the cache misses of consecutive calls.
+pub(super) async fn spend_budget() {
+    thread_local! {
+        static CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    let due = CALLS.with(|calls| {
+        let n = calls.get().wrapping_add(1);
+        calls.set(n);
+        n % BUDGET_EVERY == 0
+    });
+    if due {
+        tokio::task::consume_budget().await;
+    }
+}
+
+/// See [`spend_budget`].
+const BUDGET_EVERY: u32 = 8;
+
 impl MappedFile {
     /// Enters the gate for one direct operation: `None` when the actor must
-    /// serve the request instead (the gate is held).
-    async fn enter_direct(&self) -> Option<Result<Reading<'_, Generation>>> {
-        if self.is_closed() {
+    /// serve the request instead (the gate is held). The caller has spent
+    /// the task's scheduling budget for it (`consume_budget`), so that a
+    /// task looping on direct calls cannot starve its runtime.
+    #[inline]
+    fn enter_direct(&self) -> Option<Result<Reading<'_, Generation>>> {
+        // Set by the actor's end, however it ends (`Actor`'s `Drop`).
+        if self.shared.is_closed() {
             return Some(Err(Error::Closed));
         }
-        // Keep a task that loops on direct calls from starving its runtime.
-        tokio::task::consume_budget().await;
         self.shared.current.enter().map(Ok)
     }
 
     /// A small load into `buf`, served by the calling task if the gate is
     /// open.
-    pub(super) async fn load_into_direct(&self, offset: u64, buf: &mut [u8]) -> Option<Result<()>> {
+    pub(super) fn load_into_direct(&self, offset: u64, buf: &mut [u8]) -> Option<Result<()>> {
         if buf.len() > DIRECT_MAX {
             return None;
         }
-        let reading = match self.enter_direct().await? {
+        let reading = match self.enter_direct()? {
             Ok(reading) => reading,
             Err(err) => return Some(Err(err)),
         };
@@ -71,12 +95,12 @@ impl MappedFile {
     }
 
     /// A small load, served by the calling task if the gate is open.
-    pub(super) async fn load_direct(&self, offset: u64, len: u64) -> Option<Result<Bytes>> {
+    pub(super) fn load_direct(&self, offset: u64, len: u64) -> Option<Result<Bytes>> {
         if len > DIRECT_MAX as u64 {
             return None;
         }
         let mut buf = vec![0u8; len as usize];
-        let loaded = self.load_into_direct(offset, &mut buf).await?;
+        let loaded = self.load_into_direct(offset, &mut buf)?;
         Some(loaded.map(|()| Bytes::from(buf)))
     }
 
@@ -91,7 +115,7 @@ impl MappedFile {
     /// A small update made of `parts` written back to back at `offset`,
     /// served by the calling task if the gate is open. With no parts of
     /// `data`, `len` zeros are written.
-    pub(super) async fn update_direct(
+    pub(super) fn update_direct(
         &self,
         offset: u64,
         parts: &[&[u8]],
@@ -102,7 +126,7 @@ impl MappedFile {
         if len > limit {
             return None;
         }
-        let reading = match self.enter_direct().await? {
+        let reading = match self.enter_direct()? {
             Ok(reading) => reading,
             Err(err) => return Some(Err(err)),
         };

@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::direct::ZEROS;
+use super::direct::{spend_budget, ZEROS};
 use super::{request_span, MappedFile};
 use crate::error::{Error, Result};
 use crate::lease::{Segment, SegmentMut};
 use crate::lease_table::Access;
 use crate::region;
 use crate::request::{Inline, OnConflict, Request};
-use crate::INLINE_COPY_MAX;
+use crate::{DIRECT_MAX, INLINE_COPY_MAX};
 
 /// A large copy's piece.
 const CHUNK: usize = 64 * 1024;
@@ -93,7 +93,9 @@ pub(super) enum Source<'a> {
 }
 
 impl MappedFile {
-    /// The body of every update.
+    /// The body of every update: the direct path inline, anything else in
+    /// a future of its own on the heap (so that the future of a small
+    /// update stays small: it is built and moved at every call).
     pub(super) async fn write_parts(
         &self,
         op: &'static str,
@@ -102,6 +104,38 @@ impl MappedFile {
         on_conflict: OnConflict,
     ) -> Result<()> {
         self.writable(op)?;
+        if let Some(done) = self.write_direct(offset, &source).await {
+            return done;
+        }
+        Box::pin(self.write_slow(op, offset, source, on_conflict)).await
+    }
+
+    /// The direct path of an update, if it applies and the gate is open.
+    async fn write_direct(&self, offset: u64, source: &Source<'_>) -> Option<Result<()>> {
+        let (one, zeros) = match source {
+            Source::Slices(parts) if parts.len() == 1 => (parts[0], 0),
+            Source::Owned(bytes) => (&bytes[..], 0),
+            Source::Zeros(n) => (&[][..], usize::try_from(*n).ok()?),
+            Source::Slices(parts) => {
+                spend_budget().await;
+                return self.update_direct(offset, parts, 0);
+            }
+        };
+        if one.len() + zeros > INLINE_COPY_MAX {
+            return None;
+        }
+        spend_budget().await;
+        self.update_direct(offset, &[one], zeros)
+    }
+
+    /// Every update that is not served directly.
+    async fn write_slow(
+        &self,
+        op: &'static str,
+        offset: u64,
+        source: Source<'_>,
+        on_conflict: OnConflict,
+    ) -> Result<()> {
         let owned;
         let (parts, zeros): (&[&[u8]], u64) = match &source {
             Source::Slices(parts) => (parts, 0),
@@ -124,9 +158,6 @@ impl MappedFile {
                 .map(SegmentMut::new)?;
             copy_yielding(&mut lease, parts).await;
             return Ok(());
-        }
-        if let Some(done) = self.update_direct(offset, parts, zeros as usize).await {
-            return done;
         }
         let data = match source {
             Source::Owned(data) => data,
@@ -157,6 +188,22 @@ impl MappedFile {
         buf: &mut [u8],
         on_conflict: OnConflict,
     ) -> Result<()> {
+        if buf.len() <= DIRECT_MAX {
+            spend_budget().await;
+            if let Some(done) = self.load_into_direct(offset, buf) {
+                return done;
+            }
+        }
+        Box::pin(self.read_into_slow(op, offset, buf, on_conflict)).await
+    }
+
+    async fn read_into_slow(
+        &self,
+        op: &'static str,
+        offset: u64,
+        buf: &mut [u8],
+        on_conflict: OnConflict,
+    ) -> Result<()> {
         let len = buf.len() as u64;
         if buf.len() > INLINE_COPY_MAX {
             let lease = self
@@ -165,9 +212,6 @@ impl MappedFile {
                 .map(Segment::new)?;
             copy_out_yielding(buf, &lease).await;
             return Ok(());
-        }
-        if let Some(done) = self.load_into_direct(offset, buf).await {
-            return done;
         }
         let bytes = self.load_request(op, offset, len, on_conflict).await?;
         buf.copy_from_slice(&bytes);
@@ -186,13 +230,16 @@ impl MappedFile {
             // Checked before allocating (the actor checks again).
             region::check(offset, len, self.len())?;
             let mut buf = vec![0u8; len as usize];
-            self.read_into(op, offset, &mut buf, on_conflict).await?;
+            Box::pin(self.read_into_slow(op, offset, &mut buf, on_conflict)).await?;
             return Ok(Bytes::from(buf));
         }
-        if let Some(done) = self.load_direct(offset, len).await {
-            return done;
+        if len <= DIRECT_MAX as u64 {
+            spend_budget().await;
+            if let Some(done) = self.load_direct(offset, len) {
+                return done;
+            }
         }
-        self.load_request(op, offset, len, on_conflict).await
+        Box::pin(self.load_request(op, offset, len, on_conflict)).await
     }
 
     async fn load_request(

@@ -9,28 +9,32 @@
 //! not fight over one line). The gate is open while `holds` is zero.
 //!
 //! - A direct operation ([`GateCell::enter`]) adds one to its thread's slot,
-//!   then (after a `SeqCst` fence) reads `holds`. If it sees a hold it takes
+//!   then reads `holds` (both `SeqCst`, see below). If it sees a hold it takes
 //!   its one back and goes the slow way, through the actor, without touching
 //!   the mapping. Otherwise it may read the cell's current generation and
 //!   copy bytes (with relaxed *atomic* byte accesses, so two direct
 //!   operations on the same bytes are not a data race), then takes its one
-//!   back (`Release`), waking a holder that waits in [`Gate::drain`].
+//!   back, waking a holder that waits in [`Gate::drain`].
 //! - A [`Hold`] is an owned guard (it keeps the gate alive through an
-//!   `Arc`): taking it adds one to `holds` (then a `SeqCst` fence), dropping
-//!   it takes the one back, on every path. A handle takes one before it sends
+//!   `Arc`): taking it adds one to `holds` (then the holder reads the slots,
+//!   `SeqCst`), dropping it takes the one back, on every path. A handle takes one before it sends
 //!   a request that touches bytes (so that no later direct operation
 //!   overtakes it) and sends it along with the request; the actor keeps one
 //!   while it has leases, waiting requests, or is closing.
 //! - Before the actor touches bytes, grants a lease or replaces the
 //!   generation, it waits, with a hold in place, until it has seen every
 //!   slot at zero ([`Gate::drain`]).
-//! - Why that suffices: the `SeqCst` fences have one total order. If an
-//!   operation's fence comes first, the holder's later reading of the slot
-//!   sees the operation's one until the operation has left (and the
-//!   operation's `Release` decrement orders its accesses before the
-//!   holder's); if the holder's fence comes first, the operation sees the
-//!   hold and backs off. Until the holds are gone, the actor has the mapping
-//!   to itself as far as direct operations are concerned.
+//! - Why that suffices: the `SeqCst` accesses have one total order. If an
+//!   operation's increment comes first, the holder's later reading of the
+//!   slot sees the operation's one until the operation has left (and the
+//!   operation's decrement, a release, orders its accesses before the
+//!   holder's); if the holder's increment comes first, the operation sees
+//!   the hold and backs off. Until the holds are gone, the actor has the
+//!   mapping to itself as far as direct operations are concerned. On x86 a
+//!   `SeqCst` read-modify-write is a single `lock`-prefixed instruction, so
+//!   an operation costs two of them and no separate fence; the loom model
+//!   expresses the same order with `SeqCst` fences, which loom checks
+//!   (`crate::loom`).
 //!
 //! One gate may guard several [`GateCell`]s (one per open of a file); a
 //! hold on the gate closes all of them.
@@ -41,7 +45,7 @@
 
 use std::sync::Arc;
 
-use crate::loom::{fence, slot_index, AtomicU64, Ordering, Signal, UnsafeCell};
+use crate::loom::{sc_fence, slot_index, AtomicU64, Ordering, Signal, UnsafeCell, SC};
 
 /// Number of slots: more than the threads of a typical runtime, few enough
 /// that scanning them is cheap and 10,000 mappings stay small.
@@ -90,12 +94,12 @@ impl Gate {
     /// Enters for one direct operation, or returns `None` when a hold exists.
     fn enter(&self) -> Option<Entered<'_>> {
         let slot = slot_index(SLOTS);
-        self.slots[slot].in_flight.fetch_add(1, Ordering::Relaxed);
+        self.slots[slot].in_flight.fetch_add(1, SC);
         let entered = Entered { gate: self, slot };
-        // Pairs with the fence in `hold`: of two racing calls, at least one
-        // sees the other's increment.
-        fence(Ordering::SeqCst);
-        if self.holds.load(Ordering::Acquire) != 0 {
+        // With `hold`'s increment and load: of two racing calls, at least
+        // one sees the other's increment.
+        sc_fence();
+        if self.holds.load(SC) != 0 {
             // Held: leave without touching anything (the drop wakes the
             // holder if it waits for the slots to drain).
             drop(entered);
@@ -106,9 +110,9 @@ impl Gate {
 
     /// Takes a hold: no direct operation enters until the guard is dropped.
     pub(crate) fn hold(self: &Arc<Self>) -> Hold {
-        self.holds.fetch_add(1, Ordering::Relaxed);
-        // Pairs with the fences in `enter` and in `Entered::drop`.
-        fence(Ordering::SeqCst);
+        self.holds.fetch_add(1, SC);
+        // Pairs with `enter` and `Entered::drop`.
+        sc_fence();
         Hold {
             gate: Arc::clone(self),
         }
@@ -116,10 +120,7 @@ impl Gate {
 
     /// Direct operations in flight (including ones about to back off).
     fn in_flight(&self) -> u64 {
-        self.slots
-            .iter()
-            .map(|s| s.in_flight.load(Ordering::Acquire))
-            .sum()
+        self.slots.iter().map(|s| s.in_flight.load(SC)).sum()
     }
 
     /// Waits until no direct operation is in flight. With `hold` in place,
@@ -177,14 +178,12 @@ pub(crate) struct Entered<'a> {
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        let prev = self.gate.slots[self.slot]
-            .in_flight
-            .fetch_sub(1, Ordering::Release);
+        let prev = self.gate.slots[self.slot].in_flight.fetch_sub(1, SC);
         if prev == 1 {
-            // Pairs with the fence in `hold`: a holder that read this slot
-            // before the decrement is seen here and woken.
-            fence(Ordering::SeqCst);
-            if self.gate.holds.load(Ordering::Relaxed) != 0 {
+            // Pairs with `hold`: a holder that read this slot before the
+            // decrement is seen here and woken.
+            sc_fence();
+            if self.gate.holds.load(SC) != 0 {
                 // This slot drained while someone holds: it may wait in
                 // `drain`.
                 self.gate.drained.notify_all();
@@ -279,9 +278,11 @@ impl<M> Reading<'_, M> {
     /// Counts one update made by this operation.
     pub(crate) fn wrote(&self) {
         let gate = self.entered.gate;
-        gate.slots[self.entered.slot]
-            .writes
-            .fetch_add(1, Ordering::Relaxed);
+        // A plain add (no locked instruction, no barrier): slots are shared
+        // by threads only when there are more threads than slots, and a lost
+        // count there only delays the write-method choice.
+        let writes = &gate.slots[self.entered.slot].writes;
+        writes.store(writes.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// Runs `f` on the cell's current value; the proof of being inside the

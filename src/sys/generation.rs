@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
@@ -218,36 +218,63 @@ impl Generation {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr_at(start), data.len()) }
     }
 
-    /// The bytes `[start, start + len)` as atomics, for direct operations.
-    fn atomic_bytes(&self, start: usize, len: usize) -> &[AtomicU8] {
+    /// The words overlapping `[start, start + len)` as atomics, for direct
+    /// operations, with the byte offset of `start` in the first word.
+    ///
+    /// Direct operations touch mapped bytes only through these aligned
+    /// 8-byte atomics, so that two of them on overlapping bytes never mix
+    /// access sizes; a word that reaches past the mapping's length stays
+    /// inside its last page, which the kernel maps whole.
+    fn atomic_words(&self, start: usize, len: usize) -> (&[AtomicU64], usize) {
         if len == 0 {
-            return &[];
+            return (&[], 0);
         }
+        let first = start / 8;
+        let last = (start + len - 1) / 8;
         // SAFETY: the caller checked `[start, start + len)` with `start_of`,
-        // so it lies inside the live mapping (struct invariant); `AtomicU8`
-        // has the size and alignment of `u8`; direct operations touch these
-        // bytes only through atomics, and the gate keeps them apart from
-        // every plain access (leases and the actor's own copies).
-        unsafe { std::slice::from_raw_parts(self.ptr_at(start).cast::<AtomicU8>(), len) }
+        // so it lies inside the live mapping (struct invariant); the words
+        // covering it start at a multiple of 8 from `ptr`, which is page
+        // aligned, so they are aligned for `AtomicU64`, and they end at most
+        // 7 bytes past `start + len`, inside the same page (mapped whole);
+        // direct operations touch these bytes only through these atomics,
+        // and the gate keeps them apart from every plain access (leases and
+        // the actor's own copies).
+        let words = unsafe {
+            std::slice::from_raw_parts(self.ptr_at(first * 8).cast::<AtomicU64>(), last - first + 1)
+        };
+        (words, start % 8)
     }
 
     /// A direct load: copies `buf.len()` bytes at `offset` into `buf`
-    /// through relaxed atomic byte loads. Returns `false` (copying nothing)
+    /// through relaxed atomic word loads. Returns `false` (copying nothing)
     /// when the range is outside this generation.
     pub(crate) fn read_direct(&self, _entered: &Entered<'_>, offset: u64, buf: &mut [u8]) -> bool {
         let Some(start) = self.start_of(offset, buf.len()) else {
             return false;
         };
-        let len = buf.len();
-        for (dst, src) in buf.iter_mut().zip(self.atomic_bytes(start, len)) {
-            *dst = src.load(Ordering::Relaxed);
+        let (words, skip) = self.atomic_words(start, buf.len());
+        if skip == 0 && buf.len() % 8 == 0 {
+            // Whole words: a load each (the common case, kept short).
+            for (dst, word) in buf.chunks_exact_mut(8).zip(words) {
+                dst.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+            }
+            return true;
+        }
+        let mut at = 0;
+        for (i, word) in words.iter().enumerate() {
+            let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
+            let from = if i == 0 { skip } else { 0 };
+            let n = (8 - from).min(buf.len() - at);
+            buf[at..at + n].copy_from_slice(&bytes[from..from + n]);
+            at += n;
         }
         true
     }
 
     /// A direct update: copies `data` to `offset` through relaxed atomic
-    /// byte stores. Returns `false` (writing nothing) when the range is
-    /// outside this generation or the generation is read-only.
+    /// word stores (a compare-and-swap for a word it covers only in part).
+    /// Returns `false` (writing nothing) when the range is outside this
+    /// generation or the generation is read-only.
     pub(crate) fn write_direct(&self, _entered: &Entered<'_>, offset: u64, data: &[u8]) -> bool {
         if !self.writable {
             return false;
@@ -255,8 +282,31 @@ impl Generation {
         let Some(start) = self.start_of(offset, data.len()) else {
             return false;
         };
-        for (dst, src) in self.atomic_bytes(start, data.len()).iter().zip(data) {
-            dst.store(*src, Ordering::Relaxed);
+        let (words, skip) = self.atomic_words(start, data.len());
+        if skip == 0 && data.len() % 8 == 0 {
+            // Whole words: a store each (the common case, kept short).
+            for (word, src) in words.iter().zip(data.chunks_exact(8)) {
+                let whole: [u8; 8] = src.try_into().expect("eight bytes");
+                word.store(u64::from_ne_bytes(whole), Ordering::Relaxed);
+            }
+            return true;
+        }
+        let mut at = 0;
+        for (i, word) in words.iter().enumerate() {
+            let from = if i == 0 { skip } else { 0 };
+            let n = (8 - from).min(data.len() - at);
+            let part = &data[at..at + n];
+            if n == 8 {
+                let whole: [u8; 8] = part.try_into().expect("eight bytes");
+                word.store(u64::from_ne_bytes(whole), Ordering::Relaxed);
+            } else {
+                let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    let mut bytes = old.to_ne_bytes();
+                    bytes[from..from + n].copy_from_slice(part);
+                    Some(u64::from_ne_bytes(bytes))
+                });
+            }
+            at += n;
         }
         true
     }
