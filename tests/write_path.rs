@@ -85,7 +85,13 @@ async fn write_path_bad_input_is_a_typed_error_at_every_size() {
         let n = size as u64;
         let data = vec![1u8; size];
         let mut buf = vec![0u8; size];
-        for offset in [len - n + 1, len, len + 1, (u64::MAX - n).saturating_add(2), u64::MAX] {
+        for offset in [
+            len - n + 1,
+            len,
+            len + 1,
+            (u64::MAX - n).saturating_add(2),
+            u64::MAX,
+        ] {
             let want = |got: mmap_actor::Result<()>, what: &str| match got {
                 Err(Error::OutOfBounds {
                     offset: o,

@@ -18,9 +18,11 @@
 //! `fdatasync` is free and the durable workloads mean nothing.
 
 mod chart;
+mod durable;
 mod latency;
 mod reads;
 mod scale;
+mod small;
 mod throughput;
 mod util;
 
@@ -134,18 +136,43 @@ fn print_table(rows: &[Row]) {
 
 type Workload = fn(&Config) -> Vec<Row>;
 
-const WORKLOADS: [(&str, Workload); 8] = [
-    ("P1", throughput::p1),
+const WORKLOADS: [(&str, Workload); 9] = [
+    ("P1", small::p1),
     ("P2", throughput::p2),
     ("P3", throughput::p3),
-    ("P4", throughput::p4),
+    ("P4", durable::p4),
+    ("P4B", durable::p4b),
     ("P5", latency::p5),
     ("P6", latency::p6),
     ("P7", scale::p7),
     ("P8", reads::p8),
 ];
 
+/// Counts the syncs the group commit starts (its "sync started" debug
+/// event, the only event of its module) for P4b's appends per sync.
+struct SyncCounter;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SyncCounter {
+    fn on_event(
+        &self,
+        _event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        durable::SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn count_syncs() {
+    use tracing_subscriber::prelude::*;
+    let only_syncs = tracing_subscriber::filter::Targets::new()
+        .with_target("mmap_actor::actor::group_commit", tracing::Level::DEBUG);
+    let _ = tracing_subscriber::registry()
+        .with(SyncCounter.with_filter(only_syncs))
+        .try_init();
+}
+
 fn main() {
+    count_syncs();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == scale::CHILD_FLAG) {
         scale::child(&args[i + 1..]);
