@@ -21,14 +21,15 @@ use crate::request::{Inline, Modify, Owner, Reply};
 use crate::sys::LeasedBytes;
 use crate::Mode;
 
-/// Copies up to this many bytes run inline on the actor's thread; larger
-/// ones run on the blocking pool under a temporary lease.
+/// The largest copy made in one piece: a load or update up to this size is
+/// copied by the actor (or, written with `pwrite`, by the calling task) in
+/// one go; a larger one is copied by the calling task under a temporary
+/// lease, in chunks of this size that let other tasks run in between.
 ///
-/// Measured on the reference machine (docs/PERFORMANCE.md): a
-/// `spawn_blocking` round trip costs about 14 µs; copying 64 KiB costs
-/// 1.4 µs from cache and about 10 µs when its 16 pages take minor faults, as
-/// fresh mapped pages do. Past 64 KiB the copy, not the hand-off, dominates,
-/// and it would hold an executor thread.
+/// Measured on the reference machine (docs/PERFORMANCE.md): copying 64 KiB
+/// costs 1.4 µs from cache and about 10 µs when its 16 pages take minor
+/// faults, as fresh mapped pages do: short enough not to hold an executor
+/// thread, long enough that a round trip (about 1 µs) is paid rarely.
 pub const INLINE_COPY_MAX: usize = 64 * 1024;
 
 impl Actor {

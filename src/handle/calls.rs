@@ -195,7 +195,7 @@ impl MappedFile {
     /// Changes the file's length to `new_len` bytes (new bytes are zero).
     ///
     /// A grow reserves the new blocks first (`posix_fallocate`, see
-    /// [`OpenOptions::preallocate`]), then maps a new generation; it never
+    /// [`OpenOptions::preallocate`](crate::OpenOptions::preallocate)), then maps a new generation; it never
     /// waits for leases, which keep their own generation. A shrink waits
     /// until no lease overlaps the cut tail (leases elsewhere are not
     /// affected), and new requests for the tail queue behind it. The new

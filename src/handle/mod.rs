@@ -227,5 +227,5 @@ impl Drop for Waiting<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(mmap_actor_loom)))]
 mod tests;

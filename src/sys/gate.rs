@@ -41,7 +41,7 @@
 //!
 //! The protocol, the wake-up of a draining holder included, is
 //! model-checked with loom: `RUSTFLAGS="--cfg mmap_actor_loom" cargo test
-//! --release --lib gate` (the primitives come from `crate::loom`).
+//! --release --lib loom_tests` (the primitives come from `crate::loom`).
 
 use std::sync::Arc;
 
@@ -358,7 +358,8 @@ mod loom_tests {
             let c2 = cell.clone();
             let op = thread::spawn(move || {
                 if let Some(reading) = c2.enter() {
-                    reading.with(|m, _| assert_eq!(*m, 0));
+                    // Before the replace, or after the hold is gone.
+                    reading.with(|m, _| assert!(*m == 0 || *m == 1));
                 }
             });
             let hold = cell.gate().hold();
