@@ -164,10 +164,21 @@ fn ack(line: String) {
 
 async fn perform(file: &MappedFile, op: Op) {
     match op {
-        Op::Update { offset, len, seed } => file
-            .update(offset, SplitMix::bytes(seed, len as usize))
-            .await
-            .expect("update"),
+        // The three update calls, by the seed: owned bytes, a borrowed
+        // slice, two borrowed pieces. With the schedule's frequent flushes,
+        // small ones are written with pwrite much of the time.
+        Op::Update { offset, len, seed } => {
+            let data = SplitMix::bytes(seed, len as usize);
+            match seed % 3 {
+                0 => file.update(offset, data).await,
+                1 => file.update_from(offset, &data).await,
+                _ => {
+                    let (a, b) = data.split_at(data.len() / 2);
+                    file.update_vectored(offset, &[a, b]).await
+                }
+            }
+            .expect("update")
+        }
         Op::Modify { offset, len, xor } => file
             .modify(offset, len, move |bytes| {
                 for b in bytes {

@@ -25,7 +25,7 @@ fn under_strace(test: &str) -> Option<std::collections::HashMap<String, u64>> {
             "-f",
             "-c",
             "-e",
-            "trace=fdatasync,fsync,msync,fallocate,ftruncate",
+            "trace=fdatasync,fsync,msync,fallocate,ftruncate,pwrite64",
             "-o",
             summary.to_str().unwrap(),
         ],
@@ -109,6 +109,51 @@ fn concurrent_flushes_share_syncs() {
     assert!(
         fdatasync <= 16,
         "64 flushes cost {fdatasync} syncs: {counts:?}"
+    );
+}
+
+/// Thirty-two tasks, eight rounds each of a durable small update
+/// (`update_from` then `flush`): after the first flushes the updates are
+/// written with pwrite by the tasks themselves, and the flushes still share
+/// syncs (group commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child of durable_updates_are_pwritten_and_share_syncs"]
+async fn child_durable_rounds() {
+    let Some(dir) = child_dir() else { return };
+    let file = MappedFile::create(dir.join("f"), 4 << 20).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32u64 {
+        let file = file.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..8u64 {
+                let at = ((i * 8 + round) * 7919 % 1024) * 4096;
+                file.update_from(at, &[i as u8; 4096]).await.unwrap();
+                file.flush().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    file.close().await.unwrap();
+}
+
+#[test]
+fn durable_updates_are_pwritten_and_share_syncs() {
+    let Some(counts) = under_strace("child_durable_rounds") else {
+        return;
+    };
+    let fdatasync = counts.get("fdatasync").copied().unwrap_or(0);
+    let pwrites = counts.get("pwrite64").copied().unwrap_or(0);
+    // 256 updates, nearly all after the first flush: pwrite.
+    assert!(
+        pwrites >= 200,
+        "{pwrites} pwrites for 256 durable updates: {counts:?}"
+    );
+    // 256 flushes from 32 concurrent tasks: shared syncs.
+    assert!(
+        (1..=128).contains(&fdatasync),
+        "256 flushes cost {fdatasync} syncs: {counts:?}"
     );
 }
 

@@ -61,8 +61,15 @@ async fn random_updates(
     for _ in 0..count {
         let len = rng.range(1, max + 1);
         let offset = rng.range(0, model.len() as u64 - len + 1);
-        let bytes = SplitMix::bytes(rng.next_u64(), len as usize);
-        file.update(offset, bytes.clone()).await.expect("update");
+        let seed = rng.next_u64();
+        let bytes = SplitMix::bytes(seed, len as usize);
+        // Owned bytes or a borrowed slice: with the flushes between rounds,
+        // small borrowed updates are written with pwrite.
+        if seed % 2 == 0 {
+            file.update(offset, bytes.clone()).await.expect("update");
+        } else {
+            file.update_from(offset, &bytes).await.expect("update_from");
+        }
         model[offset as usize..(offset + len) as usize].copy_from_slice(&bytes);
     }
 }

@@ -363,9 +363,15 @@ mod loom_tests {
                 }
             });
             let hold = cell.gate().hold();
-            loom::future::block_on(cell.gate().drain(&hold));
-            let exclusive = cell.gate().try_exclusive(&hold).expect("drained");
-            drop(cell.replace(&exclusive, Arc::new(1)));
+            // As the actor publishes: drain, then try; an operation that
+            // arrives meanwhile sees the hold and backs off, so this ends.
+            loop {
+                loom::future::block_on(cell.gate().drain(&hold));
+                if let Some(exclusive) = cell.gate().try_exclusive(&hold) {
+                    drop(cell.replace(&exclusive, Arc::new(1)));
+                    break;
+                }
+            }
             drop(hold);
             op.join().unwrap();
         });
