@@ -144,8 +144,40 @@
 //! A task that holds a lease and then awaits a request that conflicts with
 //! it (an update of the same bytes, a shrink that cuts it) never completes:
 //! the request waits for the lease, and the lease waits for the task. The
-//! actor logs a warning when a request waits on a lease taken by the same
-//! task; the `try_` twins fail fast instead.
+//! actor logs a warning (`waits on a lease taken by the same task`) when a
+//! request waits on a lease its own caller holds — a spawned task, or, for
+//! code outside any task (a `block_on` body, `#[tokio::main]`), the thread.
+//! It does not fail the request: another branch of the same task (`join!`,
+//! `select!`) may still release the lease. The `try_` twins fail fast
+//! instead.
+//!
+//! A request that is *compatible* with the leases its caller holds does not
+//! wait behind requests queued for those leases: a task holding a
+//! [`Segment`] can load or take another segment of the same bytes while a
+//! writer waits for it (otherwise the writer would wait for the task, and
+//! the task for the writer). Writers are not starved by this: requests from
+//! tasks that hold nothing still queue behind the writer, and the writer is
+//! served as soon as the holder lets go.
+//!
+//! # Bad input
+//!
+//! Every call checks its arguments in one order and reports the first thing
+//! wrong: the mapping's mode ([`Error::ReadOnly`]), then the alignment of an
+//! atomic view ([`Error::Misaligned`]), then the range
+//! ([`Error::OutOfBounds`], with overflow-free arithmetic: an `offset + len`
+//! that overflows `u64` is out of bounds). Lengths no file can have are
+//! [`Error::TooLarge`]; FIFOs, sockets, devices and `/proc` files are
+//! [`Error::Unsupported`]. Nothing panics, and a failed open or resize
+//! leaves the file as it was.
+//!
+//! # Queues and backpressure
+//!
+//! Requests wait in two bounded places: each open's channel
+//! ([`OpenOptions::channel_capacity`]) and the lease table's queue of
+//! requests waiting for their bytes (16 Ki requests; while it is full the
+//! actor stops reading the channels, so callers wait for room). A request
+//! whose future is dropped is forgotten at once: it neither stays queued
+//! nor keeps the direct path closed.
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

@@ -307,9 +307,18 @@ impl MappedFile {
         .await
     }
 
-    /// Flushes, stops the actor and reports the flush's outcome. Afterwards
-    /// every call on every handle fails with [`Error::Closed`]; requests
-    /// still queued are answered with it. Live leases stay valid.
+    /// Flushes, ends this open of the file and reports the flush's outcome.
+    /// Afterwards every call on every handle of this open fails with
+    /// [`Error::Closed`]; requests still queued are answered with it. Other
+    /// opens of the file are not affected.
+    ///
+    /// Live leases stay valid, and the actor keeps track of them (a later
+    /// open of the file waits for them before it cuts their bytes). Writes
+    /// through a [`SegmentMut`](crate::SegmentMut) or an
+    /// [`AtomicView`](crate::AtomicView) after the close reach the file's
+    /// page cache (they survive a crash of this process) but no flush of
+    /// this open makes them durable any more: flush them before closing, or
+    /// through another open of the file.
     ///
     /// # Errors
     ///
