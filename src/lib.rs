@@ -137,11 +137,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod actor;
+mod anonymous;
 mod blocking;
 mod disk;
 mod error;
 pub mod fs;
 mod handle;
+mod hints;
 mod lease;
 mod lease_table;
 mod loom;
@@ -155,7 +157,8 @@ mod watch;
 
 pub use actor::{MappingActor, INLINE_COPY_MAX};
 pub use error::{Error, Result};
-pub use handle::{MappedFile, DIRECT_MAX};
+pub use handle::{MappedFile, DIRECT_MAX, PREWARM_STEP};
+pub use hints::{Advice, PrewarmProgress, Progress};
 pub use lease::{AtomicReader, AtomicTarget, AtomicView, Segment, SegmentMut};
 pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};
 pub use stream::{Chunks, ChunksMut, Reader, Writer};

@@ -82,6 +82,7 @@ impl Actor {
         if new_len == old_len && !reset {
             return Ok(());
         }
+        self.check_length(index, new_len)?;
         if (new_len < old_len || reset) && open.shared_lock {
             // Cooperating processes that share the lock may map any byte.
             return Err(Error::Locked {

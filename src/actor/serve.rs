@@ -228,7 +228,9 @@ impl Actor {
                 let cut = if *reset { 0 } else { (*new_len).min(file_len) };
                 Footprint::new(ByteRange::tail(cut), Access::Write)
             }
-            Admitted::Inline(Inline::Flush { .. } | Inline::Populate { .. }) => return Ok(None),
+            Admitted::Inline(Inline::Flush { .. } | Inline::Populate { .. } | Inline::Hint(_)) => {
+                return Ok(None)
+            }
         };
         Ok(Some(fp))
     }

@@ -43,6 +43,7 @@ impl Actor {
             for waiting in self.table.drain_waiting(|p| p.is_from(open.id)) {
                 waiting.fail(Error::Closed);
             }
+            super::hints::unlock_on_close(&open).await;
             finish(&self.gate, open).await;
             self.sync_hold();
         }
