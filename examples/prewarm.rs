@@ -39,11 +39,7 @@ async fn main() -> Result<(), Error> {
         None => make(dir.path(), 512 * MIB)?,
     };
     let file = MappedFile::open_ro(&path).await?;
-    println!(
-        "{}: {} MiB",
-        path.display(),
-        file.len().div_ceil(MIB)
-    );
+    println!("{}: {} MiB", path.display(), file.len().div_ceil(MIB));
     let cold = prewarm(&file, "first prewarm").await?;
     let warm = prewarm(&file, "again (resident)").await?;
     let mib = file.len() as f64 / MIB as f64;

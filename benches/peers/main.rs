@@ -1,5 +1,6 @@
 //! Side-by-side benchmarks of `mmap-actor` against its peers, one workload
-//! per performance target (P1–P8, listed in docs/PERFORMANCE.md).
+//! per performance target (P1–P8, listed in docs/PERFORMANCE.md), and
+//! per-call rows for the hint calls (H1–H2, `hints.rs`).
 //!
 //! Every workload runs our crate and its peers in the same process, one
 //! after the other, on the same files and sizes, and prints one table row
@@ -18,6 +19,7 @@
 //! `fdatasync` is free and the durable workloads mean nothing.
 
 mod chart;
+mod hints;
 mod latency;
 mod reads;
 mod scale;
@@ -134,7 +136,7 @@ fn print_table(rows: &[Row]) {
 
 type Workload = fn(&Config) -> Vec<Row>;
 
-const WORKLOADS: [(&str, Workload); 8] = [
+const WORKLOADS: [(&str, Workload); 10] = [
     ("P1", throughput::p1),
     ("P2", throughput::p2),
     ("P3", throughput::p3),
@@ -143,6 +145,8 @@ const WORKLOADS: [(&str, Workload); 8] = [
     ("P6", latency::p6),
     ("P7", scale::p7),
     ("P8", reads::p8),
+    ("H1", hints::h1),
+    ("H2", hints::h2),
 ];
 
 fn main() {
