@@ -76,7 +76,10 @@
 //!   a later sync could succeed although data was lost. Every later flush
 //!   fails with [`Error::Poisoned`] until the file is reopened.
 //! - Copy-on-write mappings never write to the file; their flush is an `Ok`
-//!   no-op.
+//!   no-op, as it is for anonymous mappings ([`MappedFile::anonymous`]).
+//! - [`schedule_flush`](MappedFile::schedule_flush) only *starts* write-back
+//!   (`sync_file_range`) and promises nothing about power loss: it spreads
+//!   the writing out ahead of a `flush`.
 //! - Cost: a store through a shared mapping dirties its whole page-cache
 //!   folio, and Linux caches files that were read or written sequentially
 //!   in large folios, so a flush after small scattered updates can write
