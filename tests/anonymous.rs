@@ -119,7 +119,7 @@ async fn anonymous_mappings_are_each_their_own() {
     // A file of that name in the working directory is not it.
     assert!(std::fs::metadata(a.path()).is_err());
     // Nothing to watch.
-    match a.watch() {
+    match a.watch().await {
         Err(err @ Error::Watch { .. }) => {
             assert_eq!(err.io_kind(), Some(std::io::ErrorKind::Unsupported))
         }

@@ -60,6 +60,7 @@ fn futures_are_send(file: MappedFile, actor: MappingActor) {
     send_future(file.lock_all());
     send_future(file.unlock_all());
     send_future(file.is_hugepage_backed());
+    send_future(file.watch());
     send_future(MappedFile::anonymous(1));
     send_future(MappedFile::anonymous_huge(1));
     send_future(file.close());

@@ -213,7 +213,7 @@ async fn every_call_after_close_is_closed() {
         for (name, call) in calls {
             check(name, call.await, Want::Closed);
         }
-        check("watch", clone.watch().map(drop), Want::Closed);
+        check("watch", clone.watch().await.map(drop), Want::Closed);
     }
 }
 

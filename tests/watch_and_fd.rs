@@ -46,7 +46,7 @@ async fn watch_sees_another_process_write_and_remove_the_file() {
     let scratch = Scratch::new();
     let path = scratch.path("watched");
     let file = MappedFile::create(&path, 4096).await.unwrap();
-    let mut events = file.watch().unwrap();
+    let mut events = file.watch().await.unwrap();
     sh(
         "printf abc | dd of=\"$1\" bs=1 seek=10 conv=notrunc status=none",
         &path,
@@ -69,7 +69,7 @@ async fn watch_sees_another_process_write_and_remove_the_file() {
     );
 
     file.close().await.unwrap();
-    assert!(matches!(file.watch(), Err(Error::Closed)));
+    assert!(matches!(file.watch().await, Err(Error::Closed)));
 }
 
 #[tokio::test]
@@ -111,4 +111,18 @@ async fn as_fd_is_the_opens_own_descriptor() {
             .ino(),
         meta.ino()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn watch_works_outside_a_runtime_too() {
+    let scratch = Scratch::new();
+    let path = scratch.path("f");
+    let file = MappedFile::create(&path, 4096).await.unwrap();
+    let handle = file.clone();
+    let mut events = std::thread::spawn(move || futures::executor::block_on(handle.watch()))
+        .join()
+        .expect("watch outside a runtime panicked")
+        .unwrap();
+    sh("printf x >> \"$1\"", &path);
+    assert_eq!(next_change(&mut events).await, Some(FileEvent::Modified));
 }

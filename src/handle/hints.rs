@@ -307,15 +307,26 @@ impl MappedFile {
     ///
     /// The path is watched as it names a file now: if the file was renamed
     /// or replaced since it was opened, the watch follows what the path
-    /// names today. It needs no runtime; it costs a few system calls and a
-    /// hand-off to the watcher thread (tens of microseconds).
+    /// names today.
+    ///
+    /// Setting a watch up runs on the blocking pool (inline when called
+    /// outside a tokio runtime): it takes a few microseconds while other
+    /// watches exist, but the first one after the last was dropped starts
+    /// the process's watcher thread (after the previous one has stopped),
+    /// which took 13 ms on the reference machine: too long to hold an
+    /// executor thread.
     ///
     /// # Errors
     ///
     /// As [`watch`](crate::watch); [`Error::Watch`] of kind `Unsupported`
     /// for an anonymous mapping, which has no file to watch;
     /// [`Error::Closed`] after [`close`](Self::close).
-    pub fn watch(&self) -> Result<Watch> {
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a watch set up after the future was dropped is dropped
+    /// too, which stops it.
+    pub async fn watch(&self) -> Result<Watch> {
         if self.shared.is_closed() {
             return Err(Error::Closed);
         }
@@ -328,7 +339,12 @@ impl MappedFile {
                 )),
             });
         }
-        crate::watch::watch(self.path())
+        let path = self.path().to_path_buf();
+        if tokio::runtime::Handle::try_current().is_err() {
+            // No executor to hold up.
+            return crate::watch::watch(path);
+        }
+        crate::blocking::run("watch", move || crate::watch::watch(path)).await
     }
 }
 
