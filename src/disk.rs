@@ -48,6 +48,11 @@ pub(crate) struct Probe {
     /// The advisory lock, when the options asked for one (it goes into the
     /// open's keep).
     pub(crate) lock: Option<FileLock>,
+    /// `OpenOptions::cow_writable`: a copy-on-write open maps writable.
+    pub(crate) cow_writable: bool,
+    /// An anonymous mapping's memory file (`crate::anonymous`), not a file
+    /// of any file system.
+    pub(crate) anonymous: Option<crate::anonymous::Memory>,
 }
 
 /// Refuses what can be refused before anything is touched: a mode that
@@ -103,6 +108,8 @@ pub(crate) fn probe(opts: &OpenOptions, path: PathBuf) -> Result<Probe> {
         path,
         created,
         lock,
+        cow_writable: opts.cow_writable,
+        anonymous: None,
     })
 }
 
@@ -325,7 +332,7 @@ pub(crate) fn size_alone(opts: &OpenOptions, probe: &Probe) -> Result<u64> {
 /// Removes a file this open created (and only if the path still names it),
 /// after a later step of the open failed.
 pub(crate) fn remove_created(probe: &Probe) {
-    if !probe.created {
+    if !probe.created || probe.anonymous.is_some() {
         return;
     }
     let same = std::fs::metadata(&probe.path).is_ok_and(|meta| FileId::of(&meta) == probe.id);
@@ -338,8 +345,13 @@ pub(crate) fn remove_created(probe: &Probe) {
 
 /// Maps a probed file at `len`, the generation keeping `keep`.
 pub(crate) fn map(probe: &Probe, len: u64, mode: Mode, keep: &Keep) -> Result<Generation> {
-    Generation::map(&probe.file, len, mode, Some(Arc::clone(keep)))
-        .map_err(|e| Error::io("mmap", &probe.path, e))
+    let keep = Some(Arc::clone(keep));
+    let mapped = if mode == Mode::CopyOnWrite && !probe.cow_writable {
+        Generation::map_cow_read_only(&probe.file, len, keep)
+    } else {
+        Generation::map(&probe.file, len, mode, keep)
+    };
+    mapped.map_err(|e| Error::io("mmap", &probe.path, e))
 }
 
 /// Changes the file's length from `from` to `to`: a grow reserves the new

@@ -40,7 +40,9 @@ pub enum Error {
         /// One past the last byte of the range.
         end: u64,
     },
-    /// An atomic view must start at a multiple of its width.
+    /// An atomic view must start at a multiple of its width (and a
+    /// huge-page anonymous mapping must keep a length that is a multiple
+    /// of its huge page size).
     #[error("offset {offset} is not a multiple of {align}")]
     Misaligned {
         /// Requested offset.
@@ -141,6 +143,38 @@ pub enum Error {
         /// The mapped file.
         path: PathBuf,
     },
+    /// An advice that would throw bytes away was refused:
+    /// [`Advice::DontNeed`](crate::Advice::DontNeed) on a mapping whose
+    /// memory is the only copy of its bytes (a writable copy-on-write or an
+    /// anonymous mapping), where it would replace them under live leases.
+    #[error("{op} refused on {mapping}: it would discard bytes that exist only in memory")]
+    WouldDiscard {
+        /// The refused call (`"advise(DontNeed)"`).
+        op: &'static str,
+        /// What the mapping is (`"a writable copy-on-write mapping"`,
+        /// `"an anonymous mapping"`).
+        mapping: &'static str,
+    },
+    /// Locking pages in memory (`mlock`) was refused by the locked-memory
+    /// limit: `ENOMEM` when the process would lock more than
+    /// `RLIMIT_MEMLOCK` bytes, `EPERM` when that limit is zero (processes
+    /// with `CAP_IPC_LOCK` have no limit).
+    #[error(
+        "{op} of {len} bytes refused ({source}): the locked-memory limit RLIMIT_MEMLOCK is {}",
+        limit_text(*.limit)
+    )]
+    MemoryLockLimit {
+        /// The refused call (`"lock"`, `"lock_all"`).
+        op: &'static str,
+        /// How many bytes it asked to lock (whole pages).
+        len: u64,
+        /// `RLIMIT_MEMLOCK` (the soft limit) in bytes when it was refused;
+        /// `None` when unlimited.
+        limit: Option<u64>,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// A system call failed.
     #[error("{op} failed on {path}: {source}")]
     Io {
@@ -159,7 +193,7 @@ impl Error {
     /// (or an [`Error::Watch`] caused by an I/O error), if any.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
-            Error::Io { source, .. } => Some(source.kind()),
+            Error::Io { source, .. } | Error::MemoryLockLimit { source, .. } => Some(source.kind()),
             Error::Poisoned { kind, .. } => Some(*kind),
             Error::Watch { source, .. } => match &source.kind {
                 notify::ErrorKind::Io(err) => Some(err.kind()),
@@ -170,10 +204,13 @@ impl Error {
         }
     }
 
-    /// The raw OS error number behind an [`Error::Io`], if any.
+    /// The raw OS error number behind an [`Error::Io`] (or an
+    /// [`Error::MemoryLockLimit`]), if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::MemoryLockLimit { source, .. } => {
+                source.raw_os_error()
+            }
             _ => None,
         }
     }
@@ -193,8 +230,9 @@ impl From<Error> for io::Error {
     /// back), so that `?` works in functions returning `io::Result`.
     fn from(err: Error) -> io::Error {
         let kind = match &err {
-            Error::Io { source, .. } => source.kind(),
+            Error::Io { source, .. } | Error::MemoryLockLimit { source, .. } => source.kind(),
             Error::Poisoned { kind, .. } => *kind,
+            Error::WouldDiscard { .. } => io::ErrorKind::Unsupported,
             Error::OutOfBounds { .. }
             | Error::Misaligned { .. }
             | Error::TooLarge { .. }
@@ -209,6 +247,14 @@ impl From<Error> for io::Error {
             Error::Panicked { .. } | Error::NoRuntime { .. } => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
+    }
+}
+
+/// `RLIMIT_MEMLOCK` for a message: bytes, or unlimited.
+fn limit_text(limit: Option<u64>) -> String {
+    match limit {
+        Some(bytes) => format!("{bytes} bytes"),
+        None => "unlimited".to_string(),
     }
 }
 

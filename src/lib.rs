@@ -79,7 +79,10 @@
 //!   a later sync could succeed although data was lost. Every later flush
 //!   fails with [`Error::Poisoned`] until the file is reopened.
 //! - Copy-on-write mappings never write to the file; their flush is an `Ok`
-//!   no-op.
+//!   no-op, as it is for anonymous mappings ([`MappedFile::anonymous`]).
+//! - [`schedule_flush`](MappedFile::schedule_flush) only *starts* write-back
+//!   (`sync_file_range`) and promises nothing about power loss: it spreads
+//!   the writing out ahead of a `flush`.
 //! - **What a flush costs, by default.** A store through a shared mapping
 //!   marks its whole page-cache *folio* dirty, and Linux caches files in
 //!   large folios (megabytes, once read or written sequentially), so a flush
@@ -182,11 +185,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod actor;
+mod anonymous;
 mod blocking;
 mod disk;
 mod error;
 pub mod fs;
 mod handle;
+mod hints;
 mod lease;
 mod lease_table;
 mod loom;
@@ -200,7 +205,8 @@ mod watch;
 
 pub use actor::{MappingActor, INLINE_COPY_MAX};
 pub use error::{Error, Result};
-pub use handle::{MappedFile, DIRECT_MAX};
+pub use handle::{MappedFile, DIRECT_MAX, PREWARM_STEP};
+pub use hints::{Advice, PrewarmProgress, Progress};
 pub use lease::{AtomicReader, AtomicTarget, AtomicView, Segment, SegmentMut};
 pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};
 pub use stream::{Chunks, ChunksMut, Reader, Writer};

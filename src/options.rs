@@ -58,6 +58,8 @@ pub struct OpenOptions {
     pub(crate) lock: bool,
     pub(crate) lock_shared: bool,
     pub(crate) write_through: bool,
+    pub(crate) huge_pages: bool,
+    pub(crate) cow_writable: bool,
 }
 
 impl Default for OpenOptions {
@@ -73,6 +75,8 @@ impl Default for OpenOptions {
             lock: false,
             lock_shared: false,
             write_through: false,
+            huge_pages: false,
+            cow_writable: true,
         }
     }
 }
@@ -174,6 +178,38 @@ impl OpenOptions {
     /// flushes must be cheap too.
     pub fn write_through(&mut self, write_through: bool) -> &mut Self {
         self.write_through = write_through;
+        self
+    }
+
+    /// Advise the kernel to back every mapping generation with transparent
+    /// huge pages (`MADV_HUGEPAGE` on each generation as it is mapped;
+    /// default `false`). [`MappedFile::is_hugepage_backed`](crate::MappedFile::is_hugepage_backed)
+    /// says what the kernel really did.
+    ///
+    /// It is a hint. The kernel ignores it when transparent huge pages are
+    /// off (`/sys/kernel/mm/transparent_hugepage/enabled` is `never`); for
+    /// a file, when its file system does not cache it in huge folios (many
+    /// do not; on recent kernels xfs and ext4 do, and map such folios huge
+    /// even without the hint); for an anonymous mapping (a memory file)
+    /// unless `/sys/kernel/mm/transparent_hugepage/shmem_enabled` is
+    /// `advise`, `within_size` or `always`; for any part of a mapping that
+    /// is not aligned to a huge page (2 MiB on x86-64) or is shorter than
+    /// one; and whenever no huge page can be assembled. Pages already
+    /// faulted in stay small until `khugepaged` collapses them.
+    pub fn huge_pages(&mut self, huge_pages: bool) -> &mut Self {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// Whether a [`Mode::CopyOnWrite`] mapping takes writes (default
+    /// `true`). Writable copy-on-write (the default) keeps updates in
+    /// private pages that never reach the file. With `false`, the mapping is
+    /// private and read-only (`PROT_READ`): every write (updates, exclusive
+    /// segments, atomic views that store) is refused with
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly), as it is by `mmap-io`'s
+    /// default copy-on-write mapping. Other modes ignore it.
+    pub fn cow_writable(&mut self, cow_writable: bool) -> &mut Self {
+        self.cow_writable = cow_writable;
         self
     }
 }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::hints::Hint;
 use crate::lease::Grant;
 use crate::lease_table::Access;
 use crate::sys::gate::Hold;
@@ -71,6 +72,8 @@ pub(crate) enum Inline {
         range: Option<(u64, u64)>,
         reply: Reply<()>,
     },
+    /// Write-back, advice, page locks, huge pages (`crate::hints`).
+    Hint(Hint),
 }
 
 impl Request {
@@ -116,20 +119,25 @@ impl Inline {
             Inline::Populate { .. } => "prewarm",
             Inline::Flush { range: None, .. } => "flush",
             Inline::Flush { range: Some(_), .. } => "flush_range",
+            Inline::Hint(hint) => hint.op(),
         }
     }
 
     /// Whether serving it reads or writes mapped bytes or grants a lease
-    /// (a flush only syncs; a prewarm only faults pages in and changes no
-    /// byte, so it needs no exclusion).
+    /// (a flush only syncs; a prewarm only faults pages in and a hint only
+    /// advises or locks; they change no byte, so they need no exclusion).
     pub(crate) fn touches_bytes(&self) -> bool {
-        !matches!(self, Inline::Flush { .. } | Inline::Populate { .. })
+        !matches!(
+            self,
+            Inline::Flush { .. } | Inline::Populate { .. } | Inline::Hint(_)
+        )
     }
 
     pub(crate) fn abandoned(&self) -> bool {
         match self {
             Inline::Load { reply, .. } => reply.is_closed(),
             Inline::Lease { reply, .. } => reply.is_closed(),
+            Inline::Hint(hint) => hint.abandoned(),
             Inline::Update { reply, .. }
             | Inline::Modify { reply, .. }
             | Inline::Populate { reply, .. }
@@ -145,6 +153,7 @@ impl Inline {
             Inline::Lease { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
+            Inline::Hint(hint) => hint.fail(err),
             Inline::Update { reply, .. }
             | Inline::Modify { reply, .. }
             | Inline::Populate { reply, .. }

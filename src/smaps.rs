@@ -6,8 +6,6 @@
 //! hexadecimal, followed by `Name:   value kB` field lines. The parser
 //! is pure and total: it never panics, and lines it does not understand
 //! are skipped.
-// Wired by the handle's `is_hugepage_backed`; until then only tests call it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 /// Huge-page backing of the VMAs that overlap a range, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,12 +17,17 @@ pub(crate) struct HugeBacking {
     pub(crate) file_pmd_mapped: u64,
     /// `ShmemPmdMapped`: shared memory (tmpfs, shmem) mapped with PMD entries.
     pub(crate) shmem_pmd_mapped: u64,
+    /// `Shared_Hugetlb` + `Private_Hugetlb`: hugetlbfs pages mapped.
+    pub(crate) hugetlb: u64,
 }
 
 impl HugeBacking {
     /// Whether any of the range's VMAs has huge-page backing.
     pub(crate) fn any(&self) -> bool {
-        self.anon_huge != 0 || self.file_pmd_mapped != 0 || self.shmem_pmd_mapped != 0
+        self.anon_huge != 0
+            || self.file_pmd_mapped != 0
+            || self.shmem_pmd_mapped != 0
+            || self.hugetlb != 0
     }
 }
 
@@ -52,6 +55,7 @@ pub(crate) fn huge_backing(smaps: &str, start: usize, end: usize) -> HugeBacking
             "AnonHugePages" => &mut total.anon_huge,
             "FilePmdMapped" => &mut total.file_pmd_mapped,
             "ShmemPmdMapped" => &mut total.shmem_pmd_mapped,
+            "Shared_Hugetlb" | "Private_Hugetlb" => &mut total.hugetlb,
             _ => continue,
         };
         *slot = slot.saturating_add(kib.saturating_mul(1024));
@@ -155,7 +159,8 @@ VmFlags: rd ex mr mw me sd
             HugeBacking {
                 anon_huge: 0,
                 file_pmd_mapped: 2 * MIB,
-                shmem_pmd_mapped: 0
+                shmem_pmd_mapped: 0,
+                hugetlb: 0
             }
         );
         assert!(got.any());
@@ -170,7 +175,8 @@ VmFlags: rd ex mr mw me sd
             HugeBacking {
                 anon_huge: 4 * MIB,
                 file_pmd_mapped: 2 * MIB,
-                shmem_pmd_mapped: 2 * MIB
+                shmem_pmd_mapped: 2 * MIB,
+                hugetlb: 0
             }
         );
     }
@@ -220,7 +226,8 @@ VmFlags: rd ex mr mw me sd
             HugeBacking {
                 anon_huge: 4 * MIB,
                 file_pmd_mapped: 2 * MIB,
-                shmem_pmd_mapped: 2 * MIB
+                shmem_pmd_mapped: 2 * MIB,
+                hugetlb: 0
             }
         );
     }
@@ -284,6 +291,27 @@ Size:               2048 kB
             let got = huge_backing(&text, 0, usize::MAX).anon_huge;
             assert_eq!(got, 8 * 1024, "header {bad:?}");
         }
+    }
+
+    #[test]
+    fn hugetlb_pages_count() {
+        let text = "\
+7f0000000000-7f0000400000 rw-s 00000000 00:0f 3                          /memfd:anonymous (deleted)
+Size:               4096 kB
+KernelPageSize:     2048 kB
+AnonHugePages:         0 kB
+Shared_Hugetlb:     2048 kB
+Private_Hugetlb:    2048 kB
+";
+        let got = huge_backing(text, 0x7f00_0000_0000, 0x7f00_0000_1000);
+        assert_eq!(
+            got,
+            HugeBacking {
+                hugetlb: 4 * MIB,
+                ..HugeBacking::default()
+            }
+        );
+        assert!(got.any());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use mmap_actor::{
-    AtomicView, Error, MappedFile, MappingActor, Mode, OpenOptions, Segment, SegmentMut,
+    Advice, AtomicView, Error, MappedFile, MappingActor, Mode, OpenOptions, PrewarmProgress,
+    Progress, Segment, SegmentMut,
 };
 
 fn send_sync_static<T: Send + Sync + 'static>() {}
@@ -24,6 +25,10 @@ fn public_types_are_send_sync_and_static() {
     send_sync_static::<OpenOptions>();
     send_sync_static::<Mode>();
     send_sync_static::<Error>();
+    send_sync_static::<Advice>();
+    send_sync_static::<Progress>();
+    fn send_static_stream<T: Send + Unpin + futures::Stream + 'static>() {}
+    send_static_stream::<PrewarmProgress>();
     fn send_static<T: Send + 'static>() {}
     send_static::<MappingActor>();
     fn clone<T: Clone>() {}
@@ -47,6 +52,17 @@ fn futures_are_send(file: MappedFile, actor: MappingActor) {
     send_future(file.segment_mut(0, 1));
     send_future(file.atomic_u64(0));
     send_future(file.atomic_u32_slice(0, 1));
+    send_future(file.schedule_flush());
+    send_future(file.schedule_flush_range(0, 1));
+    send_future(file.advise(0, 1, Advice::Random));
+    send_future(file.lock(0, 1));
+    send_future(file.unlock(0, 1));
+    send_future(file.lock_all());
+    send_future(file.unlock_all());
+    send_future(file.is_hugepage_backed());
+    send_future(file.watch());
+    send_future(MappedFile::anonymous(1));
+    send_future(MappedFile::anonymous_huge(1));
     send_future(file.close());
     send_future(actor.run());
 }

@@ -144,6 +144,8 @@ async fn tmpfs_create(dir: &Path) {
     assert_eq!(file.len(), 4096);
     file.update(0, b"fits".to_vec()).await.unwrap();
     file.close().await.unwrap();
+    // The handle keeps the open's descriptor (`AsFd`) until it is dropped.
+    drop(file);
     std::fs::remove_file(&path).unwrap();
     assert_eq!(avail(&mnt), before);
 }

@@ -1,5 +1,6 @@
 //! Side-by-side benchmarks of `mmap-actor` against its peers, one workload
-//! per performance target (P1–P8, listed in docs/PERFORMANCE.md).
+//! per performance target (P1–P8, listed in docs/PERFORMANCE.md), and
+//! per-call rows for the hint calls (H1–H2, `hints.rs`).
 //!
 //! Every workload runs our crate and its peers in the same process, one
 //! after the other, on the same files and sizes, and prints one table row
@@ -19,6 +20,7 @@
 
 mod chart;
 mod durable;
+mod hints;
 mod latency;
 mod reads;
 mod scale;
@@ -136,7 +138,7 @@ fn print_table(rows: &[Row]) {
 
 type Workload = fn(&Config) -> Vec<Row>;
 
-const WORKLOADS: [(&str, Workload); 9] = [
+const WORKLOADS: [(&str, Workload); 11] = [
     ("P1", small::p1),
     ("P2", throughput::p2),
     ("P3", throughput::p3),
@@ -146,6 +148,8 @@ const WORKLOADS: [(&str, Workload); 9] = [
     ("P6", latency::p6),
     ("P7", scale::p7),
     ("P8", reads::p8),
+    ("H1", hints::h1),
+    ("H2", hints::h2),
 ];
 
 /// Counts the syncs the group commit starts (its "sync started" debug

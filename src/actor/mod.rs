@@ -11,6 +11,8 @@
 //!   lease, prewarm, flush);
 //! - [`resize`]: the resize protocol;
 //! - [`group_commit`] and [`sync`]: the flushes that share one sync;
+//! - [`hints`] and [`locks`]: write-back, advice, page locks and huge
+//!   pages, and what each new generation inherits;
 //! - [`shutdown`]: closing an open, and the actor's end;
 //! - [`shared`]: the facts handles read without a round trip.
 //!
@@ -19,6 +21,8 @@
 //! [`INLINE_COPY_MAX`].
 
 mod group_commit;
+pub(crate) mod hints;
+mod locks;
 mod open;
 mod ops;
 pub(crate) mod registry;
@@ -328,6 +332,7 @@ impl Actor {
     /// Makes `next` open `index`'s current generation, for the actor and
     /// the direct path; the old one is retired.
     pub(super) async fn replace_generation(&mut self, index: usize, next: Arc<Generation>) {
+        self.prepare_generation(index, &next).await;
         let open = &mut self.opens[index];
         let old = publish(&self.gate, open, Arc::clone(&next)).await;
         retire(old);

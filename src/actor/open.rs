@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
+use super::hints::OpenHints;
 use super::shared::Shared;
 use crate::request::{Envelope, Reply};
 use crate::sys::generation::Keep;
@@ -34,6 +35,8 @@ pub(crate) struct OpenParts {
     /// `OpenOptions::lock_shared`: other processes may map any byte, so
     /// this open refuses to shrink the file.
     pub(crate) shared_lock: bool,
+    /// Huge pages, anonymous memory, page locks.
+    pub(crate) hints: OpenHints,
 }
 
 /// One open of the file.
@@ -47,6 +50,7 @@ pub(crate) struct Open {
     pub(crate) current: Arc<Generation>,
     pub(crate) preallocate: bool,
     pub(crate) shared_lock: bool,
+    pub(crate) hints: OpenHints,
     /// `close()` was called: serve nothing new, answer it once the final
     /// flush is done.
     pub(crate) close_reply: Option<Reply<()>>,
@@ -66,6 +70,7 @@ impl Open {
             current: parts.generation,
             preallocate: parts.preallocate,
             shared_lock: parts.shared_lock,
+            hints: parts.hints,
             close_reply: None,
             orphaned: false,
         }

@@ -63,6 +63,7 @@ impl Actor {
             }
             Inline::Populate { offset, len, reply } => self.populate(index, offset, len, reply),
             Inline::Flush { range, reply } => self.flush(index, range, reply),
+            Inline::Hint(hint) => self.serve_hint(index, hint),
         }
     }
 
@@ -188,7 +189,8 @@ impl Actor {
                 Err(err) => return drop(reply.send(Err(err))),
             },
         };
-        if open.mode() != Mode::ReadWrite {
+        // Anonymous memory has nothing to be durable on.
+        if open.mode() != Mode::ReadWrite || open.hints.is_anonymous() {
             return drop(reply.send(Ok(())));
         }
         if let Plan::Range(_, range) = plan {

@@ -91,6 +91,7 @@ impl Actor {
             ResizeKind::AtLeast if new_len <= old_len => return Ok(()),
             _ => {}
         }
+        self.check_length(index, new_len)?;
         if (new_len < old_len || reset) && open.shared_lock {
             // Cooperating processes that share the lock may map any byte.
             return Err(Error::Locked {

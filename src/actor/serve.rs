@@ -233,7 +233,9 @@ impl Actor {
                 };
                 Footprint::new(ByteRange::tail(cut), Access::Write)
             }
-            Admitted::Inline(Inline::Flush { .. } | Inline::Populate { .. }) => return Ok(None),
+            Admitted::Inline(Inline::Flush { .. } | Inline::Populate { .. } | Inline::Hint(_)) => {
+                return Ok(None)
+            }
         };
         Ok(Some(fp))
     }

@@ -1,6 +1,7 @@
 //! [`Shared`]: the facts about one mapping that every handle reads without
 //! a round trip, written only by its actor.
 
+use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
 use super::write_method::{Method, WriteMethod};
+use crate::disk::Probe;
 use crate::error::Error;
 use crate::lease_table::Notice;
 use crate::sys::gate::{Gate, GateCell};
@@ -22,6 +24,15 @@ use crate::Mode;
 pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     pub(crate) mode: Mode,
+    /// Whether writes are allowed: the mode allows them, and a
+    /// copy-on-write open was not made read-only
+    /// (`OpenOptions::cow_writable(false)`).
+    pub(crate) writable: bool,
+    /// The open's descriptor (`AsFd for MappedFile`); for an anonymous
+    /// mapping, its memory file.
+    pub(crate) file: Arc<File>,
+    /// An anonymous mapping: no file on any file system behind it.
+    pub(crate) anonymous: bool,
     /// Length of the current generation; written by the actor once a
     /// resize is complete.
     pub(crate) len: AtomicU64,
@@ -44,7 +55,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(
-        path: PathBuf,
+        probe: &Probe,
         mode: Mode,
         generation: Arc<Generation>,
         write_through: bool,
@@ -59,9 +70,12 @@ impl Shared {
             _ => Method::new(WriteMethod::Store, true),
         };
         Shared {
-            path,
+            path: probe.path.clone(),
             mode,
             method,
+            writable: mode.is_writable() && (mode != Mode::CopyOnWrite || probe.cow_writable),
+            file: Arc::clone(&probe.file),
+            anonymous: probe.anonymous.is_some(),
             len: AtomicU64::new(generation.len()),
             closed: AtomicBool::new(false),
             poisoned: OnceLock::new(),

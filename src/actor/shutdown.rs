@@ -43,6 +43,7 @@ impl Actor {
             for waiting in self.table.drain_waiting(|p| p.is_from(open.id)) {
                 waiting.fail(Error::Closed);
             }
+            super::hints::unlock_on_close(&open).await;
             finish(&self.gate, open).await;
             self.sync_hold();
         }
@@ -70,10 +71,11 @@ impl Actor {
 
 /// The end of one open: stop its direct operations, make its data durable
 /// one last time, let go of its mapping and descriptor, then answer its
-/// `close()` (if that is why). The descriptor and the generation are
-/// dropped on the blocking pool before the answer, so once `close()`
-/// returns the file stays open (and its `flock` held) only while leases
-/// still map it.
+/// `close()` (if that is why). The actor's descriptor and the generation
+/// are dropped on the blocking pool before the answer, so once `close()`
+/// returns the `flock` is held only while leases still map the file, and
+/// the file stays open only while leases map it or handles of the open
+/// remain (each keeps the open's descriptor, for `AsFd`).
 async fn finish(gate: &Arc<crate::sys::gate::Gate>, open: Open) {
     open.shared.closed.store(true, Ordering::Release);
     // Direct operations fail once `closed` is set; swapping the generation

@@ -7,10 +7,15 @@
 //! - `calls.rs`: the requests served by the actor (load, update, flush,
 //!   resize, ...);
 //! - `direct.rs`: small loads and updates served by the calling task;
-//! - `leases.rs`: the calls that hand out leases.
+//! - `leases.rs`: the calls that hand out leases;
+//! - `hints.rs`: write-back, advice, prewarm progress, page locks, huge
+//!   pages, watching, the descriptor;
+//! - `anonymous.rs`: anonymous mappings.
 
+mod anonymous;
 mod calls;
 mod direct;
+mod hints;
 mod leases;
 mod open;
 mod write;
@@ -21,6 +26,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::actor::hints::OpenHints;
 use crate::actor::shared::Shared;
 use crate::actor::{Open, OpenParts};
 use crate::disk::Probe;
@@ -34,6 +40,7 @@ use crate::sys::Generation;
 use crate::Mode;
 
 pub use direct::DIRECT_MAX;
+pub use hints::PREWARM_STEP;
 
 /// A memory-mapped file, served by its own actor task.
 ///
@@ -82,7 +89,7 @@ impl MappedFile {
     ) -> (MappedFile, Open) {
         let (tx, rx) = mpsc::channel(opts.capacity);
         let shared = Arc::new(Shared::new(
-            probe.path.clone(),
+            probe,
             opts.mode,
             Arc::clone(&generation),
             opts.write_through,
@@ -97,6 +104,7 @@ impl MappedFile {
             generation,
             preallocate: opts.preallocate,
             shared_lock: opts.lock_shared,
+            hints: OpenHints::new(opts.huge_pages, probe.anonymous),
         });
         (MappedFile { tx, shared }, open)
     }
@@ -139,7 +147,7 @@ impl MappedFile {
 
     /// Refuses a write on a read-only mapping.
     fn writable(&self, op: &'static str) -> Result<()> {
-        if self.shared.mode.is_writable() {
+        if self.shared.writable {
             Ok(())
         } else {
             Err(Error::ReadOnly {

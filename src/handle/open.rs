@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::MappedFile;
+use crate::actor::hints::advise_huge_pages;
 use crate::actor::registry::{self, registry, Door, Slot};
 use crate::actor::{ActorParts, Attach, MappingActor};
 use crate::blocking;
@@ -91,7 +92,7 @@ impl OpenOptions {
     /// Joins the actor that serves the probed file, or starts one. Returns
     /// the handle, its actor, and the length change the joined actor still
     /// has to make.
-    async fn open_probed(
+    pub(super) async fn open_probed(
         &self,
         slot: &Arc<Slot>,
         mut probe: Probe,
@@ -130,7 +131,14 @@ impl OpenOptions {
             let mapped = disk::size_alone(&opts, &probe)
                 .and_then(|len| disk::map(&probe, len, opts.mode, &keep_for_map));
             match mapped {
-                Ok(generation) => Ok((probe, generation)),
+                Ok(generation) => {
+                    // Later generations get it from the actor
+                    // (`prepare_generation`).
+                    if opts.huge_pages {
+                        advise_huge_pages(&generation, &probe.path);
+                    }
+                    Ok((probe, generation))
+                }
                 Err(err) => {
                     // A file this open created must not outlive its failure.
                     disk::remove_created(&probe);

@@ -18,7 +18,7 @@ use crate::Mode;
 pub(crate) type Keep = Arc<dyn Send + Sync>;
 
 /// What keeps a generation mapped: memmap2 unmaps on drop.
-enum Backing {
+pub(super) enum Backing {
     /// Nothing is mapped: the generation has length zero.
     Empty,
     /// `MAP_SHARED` of the file, read-only or read-write.
@@ -35,13 +35,13 @@ enum Backing {
 /// page aligned when `mapped > 0`. Bounds are checked against `len`, which
 /// is at most `mapped` and only ever shrinks ([`Generation::cut`]).
 pub(crate) struct Generation {
-    ptr: *mut u8,
-    mapped: usize,
+    pub(super) ptr: *mut u8,
+    pub(super) mapped: usize,
     /// The bytes in use: `mapped`, or less once the file was cut under a
     /// generation that cannot be remapped (copy-on-write).
     len: AtomicUsize,
-    writable: bool,
-    backing: Backing,
+    pub(super) writable: bool,
+    pub(super) backing: Backing,
     /// The open's descriptor, for updates written with `pwrite` (none for
     /// an empty generation).
     file: Option<Arc<File>>,

@@ -7,7 +7,10 @@
 //! - [`leased`]: a leased byte range of a generation, the only way safe code
 //!   elsewhere gets references into mapped memory;
 //! - [`gate`]: the direct-access gate and the cells it guards;
-//! - [`file`]: `posix_fallocate`, `flock` and directory syncs.
+//! - [`file`]: `posix_fallocate`, `flock` and directory syncs;
+//! - [`hints`]: `madvise`, `mlock`, `sync_file_range`, `RLIMIT_MEMLOCK`;
+//! - [`memory`]: in-memory files (`memfd_create`) and read-only
+//!   copy-on-write generations.
 //!
 //! Everything outside this module reaches mapped bytes through three doors,
 //! each demanding a proof: the actor's copies take a `Cleared` proof from the
@@ -29,7 +32,9 @@
 pub(crate) mod file;
 pub(crate) mod gate;
 pub(crate) mod generation;
+pub(crate) mod hints;
 pub(crate) mod leased;
+pub(crate) mod memory;
 
 pub(crate) use self::generation::Generation;
 pub(crate) use self::leased::LeasedBytes;
