@@ -1,6 +1,8 @@
 //! How a file is opened: [`Mode`] and the [`OpenOptions`] builder (plain
 //! data; the opening itself is `OpenOptions::open`, in `handle/open.rs`).
 
+use crate::policy::FlushPolicy;
+
 /// How the file is mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -57,6 +59,7 @@ pub struct OpenOptions {
     pub(crate) preallocate: bool,
     pub(crate) lock: bool,
     pub(crate) lock_shared: bool,
+    pub(crate) flush_policy: FlushPolicy,
     pub(crate) write_through: bool,
     pub(crate) huge_pages: bool,
     pub(crate) cow_writable: bool,
@@ -74,6 +77,7 @@ impl Default for OpenOptions {
             preallocate: true,
             lock: false,
             lock_shared: false,
+            flush_policy: FlushPolicy::Manual,
             write_through: false,
             huge_pages: false,
             cow_writable: true,
@@ -159,6 +163,29 @@ impl OpenOptions {
     /// `Error::Locked`; growing is fine.
     pub fn lock_shared(&mut self, shared: bool) -> &mut Self {
         self.lock_shared = shared;
+        self
+    }
+
+    /// When the actor flushes by itself (default [`FlushPolicy::Manual`]:
+    /// only when asked). See [`FlushPolicy`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mmap_actor::Result<()> {
+    /// use mmap_actor::{FlushPolicy, MappedFile};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let file = MappedFile::options()
+    ///     .create(true)
+    ///     .len(1 << 20)
+    ///     .flush_policy(FlushPolicy::EveryBytes(64 << 10))
+    ///     .open(dir.path().join("log"))
+    ///     .await?;
+    /// file.update_from(0, &[1u8; 4096]).await?;
+    /// assert_eq!(file.pending_bytes(), 4096);
+    /// # Ok(()) }
+    /// ```
+    pub fn flush_policy(&mut self, policy: FlushPolicy) -> &mut Self {
+        self.flush_policy = policy;
         self
     }
 

@@ -25,12 +25,14 @@ pub(crate) mod hints;
 mod locks;
 mod open;
 mod ops;
+mod policies;
 pub(crate) mod registry;
 mod resize;
 mod serve;
 pub(crate) mod shared;
 mod shutdown;
 mod sync;
+pub(crate) mod tally;
 pub(crate) mod write_method;
 
 use std::future::poll_fn;
@@ -74,6 +76,7 @@ pub(crate) struct ActorParts {
     pub(crate) notices_tx: mpsc::UnboundedSender<Notice>,
     pub(crate) notices_rx: mpsc::UnboundedReceiver<Notice>,
     pub(crate) gate: Arc<Gate>,
+    pub(crate) tally: Arc<tally::Tally>,
     pub(crate) first: Open,
 }
 
@@ -115,9 +118,15 @@ pub(crate) struct Actor {
     commit: GroupCommit<Flusher>,
     /// The sync of the group commit's current batch, on the blocking pool.
     syncing: Option<blocking::Task<()>>,
-    /// Updates the actor made since the last flush (the direct path counts
-    /// its own in the gate): what the write method is chosen on.
-    writes: u64,
+    /// What was written when the running sync began: what it covers.
+    sync_covers: tally::Written,
+    /// The file's counts (written, flushed), shared with every handle.
+    tally: Arc<tally::Tally>,
+    /// The writes counted at the last flush request: the write method is
+    /// chosen on the writes between flushes.
+    method_mark: tally::Written,
+    /// The clock of `FlushPolicy::Interval`, if an open has that policy.
+    interval: Option<tokio::time::Interval>,
 }
 
 impl std::fmt::Debug for MappingActor {
@@ -138,23 +147,28 @@ impl std::fmt::Debug for MappingActor {
 
 impl MappingActor {
     pub(crate) fn new(parts: ActorParts) -> MappingActor {
-        MappingActor {
-            actor: Some(Box::new(Actor {
-                id: parts.id,
-                slot: parts.slot,
-                attach_rx: parts.attach_rx,
-                notices_tx: parts.notices_tx,
-                notices_rx: parts.notices_rx,
-                gate: parts.gate,
-                opens: vec![parts.first],
-                next_channel: 0,
-                table: LeaseTable::default(),
-                hold: None,
-                commit: GroupCommit::default(),
-                syncing: None,
-                writes: 0,
-            })),
-        }
+        let mut actor = Box::new(Actor {
+            id: parts.id,
+            slot: parts.slot,
+            attach_rx: parts.attach_rx,
+            notices_tx: parts.notices_tx,
+            notices_rx: parts.notices_rx,
+            gate: parts.gate,
+            opens: vec![parts.first],
+            next_channel: 0,
+            table: LeaseTable::default(),
+            hold: None,
+            commit: GroupCommit::default(),
+            syncing: None,
+            sync_covers: tally::Written::default(),
+            tally: parts.tally,
+            method_mark: tally::Written::default(),
+            interval: None,
+        });
+        // Arms the direct path's threshold checks before the first update,
+        // which may come before the actor's task first runs.
+        actor.check_policies();
+        MappingActor { actor: Some(actor) }
     }
 
     /// The actor of a handle that joined a running actor: nothing to run.
@@ -178,9 +192,10 @@ impl MappingActor {
     /// [`Error::Closed`](crate::Error::Closed); acknowledged updates are in
     /// the page cache, but the final flushes do not run. Leases stay valid.
     pub async fn run(self) {
-        let Some(actor) = self.actor else {
+        let Some(mut actor) = self.actor else {
             return;
         };
+        actor.reset_interval();
         let path = actor.opens[0].shared.path.display().to_string();
         actor
             .run()
@@ -207,6 +222,12 @@ impl Actor {
         // Grows to the largest batch seen: an idle mapping stays small.
         let mut batch = Vec::new();
         loop {
+            // After every event, and before the first (updates served
+            // directly before this task first ran may have made a policy
+            // flush due).
+            self.check_policies();
+            self.start_sync();
+            self.finish_opens().await;
             if self.is_done() && self.stop_if_unused().await {
                 return;
             }
@@ -219,6 +240,9 @@ impl Actor {
                 }
                 result = sync::done(&mut self.syncing), if self.syncing.is_some() => {
                     self.synced(result);
+                }
+                () = policies::tick(&mut self.interval), if self.interval.is_some() => {
+                    self.interval_due();
                 }
                 Some(attach) = self.attach_rx.recv() => self.attach(attach).await,
                 (open, n) = poll_fn(|cx| poll_channels(&mut self.opens, &mut self.next_channel, cx, &mut batch)),
@@ -239,8 +263,6 @@ impl Actor {
                     self.serve_ready().await;
                 }
             }
-            self.start_sync();
-            self.finish_opens().await;
         }
     }
 
@@ -260,6 +282,7 @@ impl Actor {
             attached,
         } = attach;
         tracing::debug!(open = open.id, "another open of the file joins");
+        let counts_policy = open.policy != crate::FlushPolicy::Manual;
         let mode = open.mode();
         let keep = Arc::clone(&open.keep);
         let mapped = blocking::run("open", move || {
@@ -282,6 +305,9 @@ impl Actor {
                     .len
                     .store(len, std::sync::atomic::Ordering::Release);
                 let _ = attached.send(Ok(()));
+                if counts_policy {
+                    self.reset_interval();
+                }
             }
             Err(err) => {
                 let _ = attached.send(Err(err));
@@ -296,11 +322,16 @@ impl Actor {
 
     fn notice(&mut self, notice: Notice) {
         match notice {
-            Notice::Released(id) => {
-                if !self.table.release(id) {
-                    tracing::warn!(id, "release of an unknown lease");
+            Notice::Released(id) => match self.table.release(id) {
+                // A lease that could write counts, whole, when released.
+                Some(fp) if fp.access != crate::lease_table::Access::Read => {
+                    self.tally.actor_wrote(fp.range.len());
                 }
-            }
+                Some(_) => {}
+                None => tracing::warn!(id, "release of an unknown lease"),
+            },
+            // The loop checks the policies after every event.
+            Notice::PolicyDue => {}
             // Gone from the queue (or it was not waiting: nothing to do).
             Notice::Abandoned(id) => {
                 self.table.cancel(id);

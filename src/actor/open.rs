@@ -37,6 +37,8 @@ pub(crate) struct OpenParts {
     pub(crate) shared_lock: bool,
     /// Huge pages, anonymous memory, page locks.
     pub(crate) hints: OpenHints,
+    /// `OpenOptions::flush_policy`.
+    pub(crate) policy: crate::FlushPolicy,
 }
 
 /// One open of the file.
@@ -51,6 +53,7 @@ pub(crate) struct Open {
     pub(crate) preallocate: bool,
     pub(crate) shared_lock: bool,
     pub(crate) hints: OpenHints,
+    pub(crate) policy: crate::FlushPolicy,
     /// `close()` was called: serve nothing new, answer it once the final
     /// flush is done.
     pub(crate) close_reply: Option<Reply<()>>,
@@ -71,6 +74,7 @@ impl Open {
             preallocate: parts.preallocate,
             shared_lock: parts.shared_lock,
             hints: parts.hints,
+            policy: parts.policy,
             close_reply: None,
             orphaned: false,
         }

@@ -95,7 +95,6 @@ impl Actor {
             Err(err) => return drop(reply.send(Err(err))),
         };
         let fp = Footprint::new(range, Access::Write);
-        self.writes += 1;
         let open = &self.opens[index];
         let small = data.len() <= INLINE_COPY_MAX;
         match (open.shared.method.get(), small) {
@@ -107,6 +106,7 @@ impl Actor {
                     .file
                     .write_all_at(&data, offset)
                     .map_err(|e| Error::io("pwrite", &open.shared.path, e));
+                self.tally.actor_wrote(data.len() as u64);
                 let _ = reply.send(result);
             }
             (WriteMethod::Pwrite, false) => {
@@ -121,6 +121,7 @@ impl Actor {
             (WriteMethod::Store, true) => {
                 let cleared = self.table.clear(&fp).expect("admitted request is clear");
                 open.current.write(&cleared, offset, &data);
+                self.tally.actor_wrote(data.len() as u64);
                 let _ = reply.send(Ok(()));
             }
             (WriteMethod::Store, false) => {
@@ -134,7 +135,7 @@ impl Actor {
 
     fn modify(&mut self, index: usize, offset: u64, len: u64, f: Modify) -> Result<()> {
         let range = self.check(index, offset, len)?;
-        self.writes += 1;
+        self.tally.actor_wrote(len);
         let cleared = self
             .table
             .clear(&Footprint::new(range, Access::Write))
@@ -203,12 +204,14 @@ impl Actor {
         }
         // How updates should reach the page cache from now on depends on
         // how many came between flushes (`write_method.rs`).
-        let writes = self.gate.take_writes() + std::mem::take(&mut self.writes);
+        let total = self.tally.total(&self.gate);
+        let writes = total.writes - self.method_mark.writes;
+        self.method_mark = total;
         for other in &self.opens {
             other.shared.method.flushed_after(writes);
         }
         let open = &self.opens[index];
-        self.commit.push(plan, (open.id, reply));
+        self.commit.push(plan, (open.id, Some(reply)));
     }
 
     /// Runs `work` on the blocking pool under a temporary lease of `fp`,
@@ -244,9 +247,6 @@ impl Actor {
         mutable: bool,
         owner: Owner,
     ) -> Result<Grant> {
-        if mutable {
-            self.writes += 1;
-        }
         let Some(ticket) = self.table.register(fp, owner) else {
             return Err(Error::Conflict {
                 op: "lease",

@@ -52,6 +52,8 @@ pub(crate) struct Door {
     pub(crate) gate: Arc<Gate>,
     /// The actor's notices (lease releases, abandoned requests).
     pub(crate) notices: mpsc::UnboundedSender<Notice>,
+    /// The file's counts of what was written and flushed.
+    pub(crate) tally: Arc<super::tally::Tally>,
 }
 
 impl Door {

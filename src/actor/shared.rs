@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 
+use super::tally::Tally;
 use super::write_method::{Method, WriteMethod};
 use crate::disk::Probe;
 use crate::error::Error;
@@ -48,6 +49,9 @@ pub(crate) struct Shared {
     /// How small updates reach the page cache (`actor/write_method.rs`).
     pub(crate) method: Method,
 
+    /// What was written to the file and flushed (every open of the file
+    /// shares it).
+    pub(crate) tally: Arc<Tally>,
     /// The actor's notices: a handle whose caller stops waiting for a
     /// request says so, so that nothing it queued is left behind.
     pub(crate) notices: mpsc::UnboundedSender<Notice>,
@@ -60,6 +64,7 @@ impl Shared {
         generation: Arc<Generation>,
         write_through: bool,
         gate: Arc<Gate>,
+        tally: Arc<Tally>,
         notices: mpsc::UnboundedSender<Notice>,
     ) -> Shared {
         // Copy-on-write opens must store (a `pwrite` would reach the file);
@@ -80,6 +85,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             poisoned: OnceLock::new(),
             current: GateCell::new(gate, generation),
+            tally,
             notices,
         }
     }

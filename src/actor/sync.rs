@@ -10,8 +10,9 @@ use crate::error::{copy_io, Error, Result};
 use crate::request::Reply;
 use crate::Mode;
 
-/// A flush waiting for a sync: the open that asked, and its reply.
-pub(super) type Flusher = (OpenId, Reply<()>);
+/// A flush waiting for a sync: the open that asked, and its reply (none
+/// for a flush a policy made).
+pub(super) type Flusher = (OpenId, Option<Reply<()>>);
 
 impl Actor {
     /// Starts the next group-commit sync if none runs and flushes wait.
@@ -22,6 +23,8 @@ impl Actor {
         let Some(plan) = self.commit.begin() else {
             return;
         };
+        // What this sync covers: everything written before it begins.
+        self.sync_covers = self.tally.total(&self.gate);
         // Every flush comes from a read-write open that stays served until
         // its flushes are answered.
         let (first, _) = self.commit.first_current().expect("a batch has a flush");
@@ -61,8 +64,15 @@ impl Actor {
             }
         } else {
             tracing::debug!(waiters = waiters.len(), "sync done");
+            self.tally.flushed_up_to(self.sync_covers);
         }
         for (id, reply) in waiters {
+            let Some(reply) = reply else {
+                if let Err(err) = &result {
+                    tracing::error!(%err, "a policy flush failed");
+                }
+                continue;
+            };
             // A sync that failed meanwhile (a resize's) reported a
             // write-back error this one's success does not cover.
             let poisoned = self

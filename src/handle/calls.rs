@@ -167,6 +167,14 @@ impl MappedFile {
         .await
     }
 
+    /// Bytes written to the file through this process (every open of it,
+    /// every path: updates, `modify`, and leases that could write, counted
+    /// whole when released) since the last flush that succeeded. A failed
+    /// flush leaves it as it was. A plain read of counters: no round trip.
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.tally.pending(self.shared.gate()).bytes
+    }
+
     /// Like [`flush`](Self::flush), for the pages covering
     /// `[offset, offset + len)` only (`msync(MS_SYNC)`).
     ///

@@ -159,7 +159,15 @@ impl MappedFile {
             }
             Ok(())
         });
-        reading.wrote();
+        let slot_writes = reading.wrote(len as u64);
+        let due = self.shared.tally.due_after(self.shared.gate(), slot_writes);
+        drop(reading);
+        if due {
+            let _ = self
+                .shared
+                .notices
+                .send(crate::lease_table::Notice::PolicyDue);
+        }
         Some(result)
     }
 }

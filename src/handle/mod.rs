@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::hints::OpenHints;
 use crate::actor::shared::Shared;
+use crate::actor::tally::Tally;
 use crate::actor::{Open, OpenParts};
 use crate::disk::Probe;
 use crate::error::{Error, Result};
@@ -85,6 +86,7 @@ impl MappedFile {
         keep: Keep,
         generation: Arc<Generation>,
         gate: Arc<Gate>,
+        tally: Arc<Tally>,
         notices: mpsc::UnboundedSender<Notice>,
     ) -> (MappedFile, Open) {
         let (tx, rx) = mpsc::channel(opts.capacity);
@@ -94,6 +96,7 @@ impl MappedFile {
             Arc::clone(&generation),
             opts.write_through,
             gate,
+            tally,
             notices,
         ));
         let open = Open::new(OpenParts {
@@ -105,6 +108,7 @@ impl MappedFile {
             preallocate: opts.preallocate,
             shared_lock: opts.lock_shared,
             hints: OpenHints::new(opts.huge_pages, probe.anonymous),
+            policy: opts.flush_policy,
         });
         (MappedFile { tx, shared }, open)
     }

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::MappedFile;
 use crate::actor::hints::advise_huge_pages;
 use crate::actor::registry::{self, registry, Door, Slot};
+use crate::actor::tally::Tally;
 use crate::actor::{ActorParts, Attach, MappingActor};
 use crate::blocking;
 use crate::disk::{self, Probe};
@@ -107,6 +108,7 @@ impl OpenOptions {
                 keep,
                 Arc::new(Generation::empty(false)),
                 Arc::clone(&open_door.gate),
+                Arc::clone(&open_door.tally),
                 open_door.notices.clone(),
             );
             let (attached, answer) = oneshot::channel();
@@ -148,6 +150,7 @@ impl OpenOptions {
         })
         .await?;
         let gate = Gate::new();
+        let tally = Arc::new(Tally::new());
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let (file, first) = MappedFile::pair(
             self,
@@ -155,6 +158,7 @@ impl OpenOptions {
             keep,
             Arc::new(generation),
             Arc::clone(&gate),
+            Arc::clone(&tally),
             notices_tx.clone(),
         );
         let (attach_tx, attach_rx) = mpsc::unbounded_channel();
@@ -162,6 +166,7 @@ impl OpenOptions {
             attach: attach_tx,
             gate: Arc::clone(&gate),
             notices: notices_tx.clone(),
+            tally: Arc::clone(&tally),
         });
         let actor = MappingActor::new(ActorParts {
             id: probe.id,
@@ -170,6 +175,7 @@ impl OpenOptions {
             notices_tx,
             notices_rx,
             gate,
+            tally,
             first,
         });
         Ok((file, actor, None))

@@ -96,6 +96,8 @@ pub(crate) enum Notice {
     /// The caller of request `id` stopped waiting for it (its future was
     /// dropped): if it still waits here, it goes.
     Abandoned(u64),
+    /// Direct updates reached a flush policy's threshold.
+    PolicyDue,
 }
 
 /// Proof that an inline access was checked against the table and that the
@@ -298,12 +300,10 @@ impl<P, O: Copy + Eq + Hash> LeaseTable<P, O> {
         Some(Ticket { id, footprint: fp })
     }
 
-    /// Marks lease `id` released. Unknown ids (a ticket never handed out,
-    /// a double release) are ignored: returns whether it was active.
-    pub(crate) fn release(&mut self, id: u64) -> bool {
-        let Some(held) = self.active.remove(&id) else {
-            return false;
-        };
+    /// Marks lease `id` released and returns its footprint. Unknown ids (a
+    /// ticket never handed out, a double release) are ignored: `None`.
+    pub(crate) fn release(&mut self, id: u64) -> Option<Footprint> {
+        let held = self.active.remove(&id)?;
         self.active_index.remove(&held.footprint);
         if let Some(ids) = self.owners.get_mut(&held.owner) {
             ids.retain(|other| *other != id);
@@ -311,7 +311,7 @@ impl<P, O: Copy + Eq + Hash> LeaseTable<P, O> {
                 self.owners.remove(&held.owner);
             }
         }
-        true
+        Some(held.footprint)
     }
 
     /// Whether nothing is leased and nothing waits.
@@ -586,8 +586,8 @@ mod tests {
         assert!(table.admits(&fp(20, 30, Access::Write), &9));
         table.begin_pass();
         assert!(table.next_ready(|_| false).is_none());
-        assert!(table.release(reader.id()));
-        assert!(!table.release(reader.id()));
+        assert!(table.release(reader.id()).is_some());
+        assert!(table.release(reader.id()).is_none());
         table.begin_pass();
         assert_eq!(table.next_ready(|_| false), Some(1));
         assert_eq!(table.next_ready(|_| false), Some(2));
@@ -619,7 +619,7 @@ mod tests {
         table.enqueue(fp(8, 16, Access::Write), 9, 9);
         assert!(table.clear(&fp(8, 16, Access::Read)).is_some());
         assert!(!table.admits(&fp(8, 16, Access::Read), &1));
-        assert!(table.release(atomic.id()));
+        assert!(table.release(atomic.id()).is_some());
         assert_eq!(table.active_len(), 1);
         assert!(!table.is_idle());
     }
@@ -645,7 +645,7 @@ mod tests {
         // while readers in front of the cut go ahead.
         h.arrive(3, fp(0, 10, Access::Read));
         assert_eq!(h.served, vec![3]);
-        assert!(h.table.release(seg.id()));
+        assert!(h.table.release(seg.id()).is_some());
         h.settle();
         assert_eq!(h.served, vec![3, 1, 2]);
         assert!(h.table.is_idle());
@@ -677,7 +677,7 @@ mod tests {
         // The very next request of the range goes ahead: no ghost.
         assert!(table.admits(&fp(50, 60, Access::Read), &2));
         assert!(table.admits(&fp(50, 60, Access::Write), &2));
-        assert!(table.release(seg.id()));
+        assert!(table.release(seg.id()).is_some());
         assert!(table.is_idle());
     }
 

@@ -52,13 +52,14 @@ use crate::loom::{sc_fence, slot_index, AtomicU64, Ordering, Signal, UnsafeCell,
 const SLOTS: usize = 8;
 
 /// One slot on its own cache line: the direct operations in flight, and
-/// how many updates went through it (for the write-method choice and the
-/// flush policies; counted where the updating thread already owns the
-/// line).
+/// how many updates (and bytes) went through it, ever (for the write-method
+/// choice, `pending_bytes` and the flush policies; counted where the
+/// updating thread already owns the line).
 #[repr(align(128))]
 struct Slot {
     in_flight: AtomicU64,
     writes: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// The gate's state: holds, slots, and the wake-up of a draining holder.
@@ -86,6 +87,7 @@ impl Gate {
             slots: std::array::from_fn(|_| Slot {
                 in_flight: AtomicU64::new(0),
                 writes: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
             }),
             drained: Signal::default(),
         })
@@ -137,13 +139,14 @@ impl Gate {
         }
     }
 
-    /// The updates counted by direct operations since the last call (and
-    /// resets the count).
-    pub(crate) fn take_writes(&self) -> u64 {
-        self.slots
-            .iter()
-            .map(|s| s.writes.swap(0, Ordering::Relaxed))
-            .sum()
+    /// The updates and bytes direct operations have written, ever.
+    pub(crate) fn written(&self) -> (u64, u64) {
+        self.slots.iter().fold((0, 0), |(w, b), s| {
+            (
+                w + s.writes.load(Ordering::Relaxed),
+                b + s.bytes.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// The exclusive right to replace cell values, if no direct operation
@@ -275,14 +278,19 @@ pub(crate) struct Reading<'a, M> {
 }
 
 impl<M> Reading<'_, M> {
-    /// Counts one update made by this operation.
-    pub(crate) fn wrote(&self) {
-        let gate = self.entered.gate;
-        // A plain add (no locked instruction, no barrier): slots are shared
-        // by threads only when there are more threads than slots, and a lost
-        // count there only delays the write-method choice.
-        let writes = &gate.slots[self.entered.slot].writes;
-        writes.store(writes.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    /// Counts one update of `bytes` made by this operation; returns this
+    /// slot's count of updates.
+    pub(crate) fn wrote(&self, bytes: u64) -> u64 {
+        let slot = &self.entered.gate.slots[self.entered.slot];
+        // Plain adds (no locked instruction, no barrier): slots are shared
+        // by threads only when there are more threads than slots, and a
+        // count lost there only delays a policy flush or the write-method
+        // choice a little.
+        let writes = slot.writes.load(Ordering::Relaxed) + 1;
+        slot.writes.store(writes, Ordering::Relaxed);
+        let total = slot.bytes.load(Ordering::Relaxed) + bytes;
+        slot.bytes.store(total, Ordering::Relaxed);
+        writes
     }
 
     /// Runs `f` on the cell's current value; the proof of being inside the
