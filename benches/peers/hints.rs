@@ -1,4 +1,4 @@
-//! H1–H2: the hint calls a user puts on a hot path, per call, against the
+//! H1–H3: the hint calls a user puts on a hot path, per call, against the
 //! same syscall made by the peers: raw on a memmap2 mapping (the floor),
 //! the same raw call moved to `spawn_blocking` (the floor for a call that
 //! must not hold an executor thread, which is what ours does), and
@@ -8,6 +8,10 @@
 //! - H2: a 64 B store into a random page, then `schedule_flush_range` of
 //!   that page (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: it starts the
 //!   page's write-back).
+//!
+//! - H3: 64 B stores with a flush every 64 writes, made by the flush
+//!   policy (`FlushPolicy::EveryWrites(64)`) or by the caller, ours and
+//!   mmap-io's.
 //!
 //! One task on a current-thread runtime; best of three interleaved rounds.
 
@@ -296,4 +300,144 @@ pub(crate) fn h2(cfg: &Config) -> Vec<Row> {
         ),
         "sync_file_range",
     )
+}
+
+/// H3's batch: a flush is due after this many writes.
+const H3_EVERY: u64 = 64;
+
+/// H3: a policy flush every `H3_EVERY` writes against a manual flush every
+/// `H3_EVERY` writes, ours and mmap-io's (whose policy flushes inline, on
+/// the write that reaches the count).
+pub(crate) fn h3(cfg: &Config) -> Vec<Row> {
+    use std::sync::atomic::Ordering;
+    let n = cfg.pick(8_192, 1_024);
+    let rt = current_thread();
+    let paths = [
+        cfg.path("h3-ours-policy"),
+        cfg.path("h3-ours-manual"),
+        cfg.path("h3-mmap-io-policy"),
+        cfg.path("h3-mmap-io-manual"),
+    ];
+    let policy = rt.block_on(async {
+        prefill(&paths[0], LEN);
+        let file = MappedFile::options()
+            .flush_policy(mmap_actor::FlushPolicy::EveryWrites(H3_EVERY))
+            .open(&paths[0])
+            .await
+            .expect("open ours (policy)");
+        file.prewarm(0, LEN).await.expect("prewarm");
+        file
+    });
+    let manual = rt.block_on(open_ours(&paths[1]));
+    let mm_policy = {
+        prefill(&paths[2], LEN);
+        let mm = mmap_io::MemoryMappedFile::builder(&paths[2])
+            .mode(mmap_io::MmapMode::ReadWrite)
+            .flush_policy(mmap_io::flush::FlushPolicy::EveryWrites(H3_EVERY as usize))
+            .open()
+            .expect("open mmap-io (policy)");
+        mm.touch_pages().expect("touch");
+        mm
+    };
+    let mm_manual = open_mmap_io(&paths[3]);
+    let mut best = [Duration::MAX; 4];
+    let mut syncs = [0u64; 2];
+    for round in 0..ROUNDS {
+        let seed = u64::from(round) + 300;
+        // Ours, the policy: the writes go on while its flushes run; the
+        // run ends when nothing is pending any more.
+        let f = policy.clone();
+        let before = crate::durable::SYNCS.load(Ordering::Relaxed);
+        let t = rt.block_on(async move {
+            tokio::spawn(async move {
+                let mut rng = Rng::new(seed);
+                let start = Instant::now();
+                for _ in 0..n {
+                    f.update_from(page(&mut rng), &RECORD)
+                        .await
+                        .expect("update");
+                }
+                while f.pending_bytes() > 0 {
+                    tokio::time::sleep(Duration::from_micros(50)).await;
+                }
+                per_op(start.elapsed(), n)
+            })
+            .await
+            .expect("ours policy")
+        });
+        best[0] = best[0].min(t);
+        syncs[0] = crate::durable::SYNCS.load(Ordering::Relaxed) - before;
+
+        let f = manual.clone();
+        let before = crate::durable::SYNCS.load(Ordering::Relaxed);
+        let t = rt.block_on(async move {
+            tokio::spawn(async move {
+                let mut rng = Rng::new(seed);
+                let start = Instant::now();
+                for i in 1..=n {
+                    f.update_from(page(&mut rng), &RECORD)
+                        .await
+                        .expect("update");
+                    if i % H3_EVERY == 0 {
+                        f.flush().await.expect("flush");
+                    }
+                }
+                per_op(start.elapsed(), n)
+            })
+            .await
+            .expect("ours manual")
+        });
+        best[1] = best[1].min(t);
+        syncs[1] = crate::durable::SYNCS.load(Ordering::Relaxed) - before;
+
+        let mut rng = Rng::new(seed);
+        let start = Instant::now();
+        for _ in 0..n {
+            mm_policy
+                .update_region(page(&mut rng), &RECORD)
+                .expect("update_region");
+        }
+        best[2] = best[2].min(per_op(start.elapsed(), n));
+
+        let mut rng = Rng::new(seed);
+        let start = Instant::now();
+        for i in 1..=n {
+            mm_manual
+                .update_region(page(&mut rng), &RECORD)
+                .expect("update_region");
+            if i % H3_EVERY == 0 {
+                mm_manual.flush().expect("flush");
+            }
+        }
+        best[3] = best[3].min(per_op(start.elapsed(), n));
+    }
+    rt.block_on(async {
+        policy.close().await.expect("close");
+        manual.close().await.expect("close");
+    });
+    drop((mm_policy, mm_manual));
+    for path in &paths {
+        remove(path);
+    }
+    let ratio = |ours: Duration, peer: Duration| fmt_ratio(ours.as_secs_f64() / peer.as_secs_f64());
+    let workload = |how: &str, syncs: Option<u64>| {
+        let syncs = syncs.map_or(String::new(), |s| format!("; ours made {s} syncs"));
+        format!(
+            "{n} × 64 B store into a random 4 KiB page of 64 MiB, {how} every {H3_EVERY} writes, one task, current-thread (time per write{syncs}; ratio = ours/peer time)"
+        )
+    };
+    vec![
+        Row::new("H3", workload("a policy flush", Some(syncs[0])))
+            .ours(fmt_dur(best[0]))
+            .peer("mmap-io 1.1 FlushPolicy::EveryWrites", fmt_dur(best[2]))
+            .ratio(ratio(best[0], best[2])),
+        Row::new("H3", workload("a manual flush", Some(syncs[1])))
+            .ours(fmt_dur(best[1]))
+            .peer("mmap-io 1.1 flush() every N", fmt_dur(best[3]))
+            .ratio(ratio(best[1], best[3])),
+        Row::new("H3", workload("ours: policy vs manual flush", None))
+            .ours(fmt_dur(best[0]))
+            .peer("ours, manual flush() every N", fmt_dur(best[1]))
+            .ratio(ratio(best[0], best[1])),
+    ]
 }

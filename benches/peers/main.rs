@@ -1,6 +1,6 @@
 //! Side-by-side benchmarks of `mmap-actor` against its peers, one workload
 //! per performance target (P1–P8, listed in docs/PERFORMANCE.md), and
-//! per-call rows for the hint calls (H1–H2, `hints.rs`).
+//! per-call rows for the hint calls and flush policies (H1–H3, `hints.rs`).
 //!
 //! Every workload runs our crate and its peers in the same process, one
 //! after the other, on the same files and sizes, and prints one table row
@@ -138,7 +138,7 @@ fn print_table(rows: &[Row]) {
 
 type Workload = fn(&Config) -> Vec<Row>;
 
-const WORKLOADS: [(&str, Workload); 11] = [
+const WORKLOADS: [(&str, Workload); 12] = [
     ("P1", small::p1),
     ("P2", throughput::p2),
     ("P3", throughput::p3),
@@ -150,6 +150,7 @@ const WORKLOADS: [(&str, Workload); 11] = [
     ("P8", reads::p8),
     ("H1", hints::h1),
     ("H2", hints::h2),
+    ("H3", hints::h3),
 ];
 
 /// Counts the syncs the group commit starts (its "sync started" debug
