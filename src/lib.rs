@@ -128,8 +128,11 @@
 //! `pwrite`: up to [`INLINE_COPY_MAX`]) on a mapping with no live lease, no
 //! waiting request and no resize in progress are copied by the calling task
 //! itself, through a lock-free gate that the actor closes before it touches
-//! bytes, grants a lease or replaces the mapping (the gate is model-checked
-//! with loom). Larger copies are made by the calling task too, under a
+//! bytes, grants a lease or replaces the mapping. The caller's side of the
+//! gate has no locked instruction where the kernel offers `membarrier(2)`
+//! (the actor runs one process-wide barrier per burst of leases instead;
+//! the environment variable `MMAP_ACTOR_SYMMETRIC_GATE`, read once per
+//! process, selects the symmetric form, whose model loom checks). Larger copies are made by the calling task too, under a
 //! temporary lease of the range, in chunks that let other tasks run; a
 //! large update whose future is dropped mid-way leaves each 64 KiB chunk
 //! either old or new. Everything above still holds for them:

@@ -4,10 +4,12 @@
 //! Normal builds use `std`'s atomics and cell and tokio's `Notify`. Test
 //! builds with `RUSTFLAGS="--cfg mmap_actor_loom"` use loom's, so that the
 //! gate's code is the same text in both and every path of it, the wake-up
-//! of a waiting holder included, is what the model explores. The one
-//! difference is how the protocol's store-then-load order is expressed
+//! of a waiting holder included, is what the model explores. Two
+//! differences: how the protocol's store-then-load order is expressed
 //! ([`SC`], [`sc_fence`]): `SeqCst` accesses in real builds, `SeqCst` fences
-//! in the model, which loom can check.
+//! in the model, which loom can check; and the model checks the symmetric
+//! protocol only, since loom has no model of `membarrier(2)` (real builds
+//! use the asymmetric one where the kernel offers it: `sys::barrier`).
 
 #[cfg(all(test, mmap_actor_loom))]
 pub(crate) use self::model::*;
@@ -48,22 +50,103 @@ mod real {
         }
     }
 
-    /// Which of `slots` counters the calling thread uses: threads are dealt
-    /// slots round robin, once each, so that threads of one runtime rarely
-    /// share a cache line.
-    pub(crate) fn slot_index(slots: usize) -> usize {
-        use std::cell::Cell;
-        use std::sync::atomic::AtomicUsize;
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// The slot the calling thread uses, out of `owned` slots that belong to
+    /// one thread each and one more (index `owned`) that threads share once
+    /// the owned ones are taken; and whether the slot is the thread's own.
+    ///
+    /// A thread takes the lowest free owned slot the first time it asks and
+    /// gives it back when it exits, so the threads of a runtime (its workers,
+    /// the threads of its blocking pool that call in) get one each. The
+    /// index is the same in every gate: a thread is in at most one direct
+    /// operation at a time, whatever the gate.
+    #[inline]
+    pub(crate) fn thread_slot(owned: usize) -> (usize, bool) {
+        let index = SLOT.get();
+        if index < owned {
+            return (index, true);
         }
-        SLOT.with(|slot| {
-            if slot.get() == usize::MAX {
-                slot.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        if index == UNSET {
+            return take_slot(owned);
+        }
+        (owned, false)
+    }
+
+    /// No slot yet.
+    const UNSET: usize = usize::MAX;
+    /// The thread is exiting: the shared slot from now on.
+    const GONE: usize = usize::MAX - 1;
+
+    /// Bit `i`: owned slot `i` belongs to a live thread.
+    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    thread_local! {
+        /// The thread's slot (no destructor, so it stays readable while
+        /// other thread-locals are destroyed).
+        static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(UNSET) };
+        /// Gives the owned slot back when the thread exits.
+        static RETURN: SlotReturn = const { SlotReturn };
+    }
+
+    struct SlotReturn;
+
+    impl Drop for SlotReturn {
+        fn drop(&mut self) {
+            let index = SLOT.replace(GONE);
+            if index < 64 {
+                TAKEN.fetch_and(!(1u64 << index), Ordering::Release);
             }
-            slot.get() % slots
-        })
+        }
+    }
+
+    #[cold]
+    fn take_slot(owned: usize) -> (usize, bool) {
+        debug_assert!(owned <= 64);
+        // Registers the return first: a thread that cannot (it is already
+        // exiting) keeps to the shared slot.
+        if RETURN.try_with(|_| ()).is_err() {
+            SLOT.set(GONE);
+            return (owned, false);
+        }
+        let mut taken = TAKEN.load(Ordering::Relaxed);
+        let index = loop {
+            let free = (!taken).trailing_zeros() as usize;
+            if free >= owned {
+                break GONE;
+            }
+            match TAKEN.compare_exchange_weak(
+                taken,
+                taken | (1 << free),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break free,
+                Err(now) => taken = now,
+            }
+        };
+        SLOT.set(index);
+        if index < owned {
+            (index, true)
+        } else {
+            (owned, false)
+        }
+    }
+
+    /// Keeps the compiler from moving memory accesses across this point (the
+    /// processor may still: see `sys::barrier`).
+    #[inline(always)]
+    pub(crate) fn compiler_fence() {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Whether holders pair with direct operations through the process-wide
+    /// barrier (`sys::barrier`).
+    pub(crate) fn asymmetric() -> bool {
+        crate::sys::barrier::asymmetric()
+    }
+
+    /// The holder's side of the asymmetric protocol.
+    pub(crate) fn heavy_fence() {
+        crate::sys::barrier::heavy();
     }
 
     /// A wake-up for tasks that wait for a condition another thread makes
@@ -106,7 +189,9 @@ mod model {
 
     /// Loom threads get slots by their number, so that two model threads
     /// use different slots and a third shares one: both cases are explored.
-    pub(crate) fn slot_index(slots: usize) -> usize {
+    /// No slot counts as a thread's own: the model checks the symmetric
+    /// protocol (see `real::thread_slot` and `sys::barrier`).
+    pub(crate) fn thread_slot(owned: usize) -> (usize, bool) {
         let id = format!("{:?}", loom::thread::current().id());
         let n: usize = id
             .chars()
@@ -114,7 +199,18 @@ mod model {
             .collect::<String>()
             .parse()
             .unwrap_or(0);
-        n % slots.min(2)
+        (n % owned.min(2), false)
+    }
+
+    pub(crate) fn compiler_fence() {}
+
+    /// The model checks the symmetric protocol only.
+    pub(crate) fn asymmetric() -> bool {
+        false
+    }
+
+    pub(crate) fn heavy_fence() {
+        unreachable!("the model never registers the process-wide barrier")
     }
 
     /// The model of `Signal`: an epoch counter. A listener that never sees

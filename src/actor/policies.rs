@@ -52,7 +52,7 @@ impl Actor {
             _ => u64::MAX,
         };
         let every = match (due_writes, due_bytes) {
-            (Some(n), _) => (n / 16).clamp(1, 64),
+            (Some(n), _) => (n / 16).clamp(1, 64).next_power_of_two(),
             (None, Some(_)) => 16,
             (None, None) => 0,
         };

@@ -28,7 +28,8 @@ pub(crate) struct Tally {
     flushed_writes: AtomicU64,
     flushed_bytes: AtomicU64,
     /// Direct updates check the totals against the policy thresholds every
-    /// this many of their slot's updates (0: no policy counts writes).
+    /// this many of their slot's updates, a power of two (0: no policy
+    /// counts writes).
     check_every: AtomicU64,
     /// The totals at which a policy flush is due (`u64::MAX`: none).
     due_writes: AtomicU64,
@@ -85,6 +86,7 @@ impl Tally {
 
     /// Sets when direct updates must report a due policy flush.
     pub(crate) fn arm(&self, check_every: u64, due: Written) {
+        debug_assert!(check_every == 0 || check_every.is_power_of_two());
         self.due_writes.store(due.writes, Ordering::Relaxed);
         self.due_bytes.store(due.bytes, Ordering::Relaxed);
         self.check_every.store(check_every, Ordering::Release);
@@ -95,7 +97,7 @@ impl Tally {
     #[inline]
     pub(crate) fn due_after(&self, gate: &Gate, slot_writes: u64) -> bool {
         let every = self.check_every.load(Ordering::Relaxed);
-        if every == 0 || slot_writes % every != 0 {
+        if every == 0 || slot_writes & (every - 1) != 0 {
             return false;
         }
         let total = self.total(gate);

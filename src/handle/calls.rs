@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::direct::spend_budget;
 use super::write::Source;
 use super::{request_span, MappedFile};
 use crate::error::{Error, Result};
@@ -62,8 +63,12 @@ impl MappedFile {
     /// not be applied; it is never half-applied by a small write, and it is
     /// not acknowledged.
     pub async fn update(&self, offset: u64, data: impl Into<Bytes>) -> Result<()> {
-        let data = Source::Owned(data.into());
-        self.write_parts("update", offset, data, OnConflict::Wait)
+        let data = data.into();
+        spend_budget().await;
+        if self.update_fast(offset, &data) {
+            return Ok(());
+        }
+        self.write_parts("update", offset, Source::Owned(data), OnConflict::Wait)
             .await
     }
 

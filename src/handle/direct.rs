@@ -69,6 +69,55 @@ impl MappedFile {
         self.shared.current.enter().map(Ok)
     }
 
+    /// The common direct load, as short as it can be: `true` once `buf`
+    /// holds the bytes; `false` (nothing read) when the general path must
+    /// serve it, which also reports every error (closed, out of bounds).
+    ///
+    /// Short matters: a loop of small loads overlaps one call's cache miss
+    /// with the next call's only if the processor can look that far ahead,
+    /// a few hundred instructions at most.
+    #[inline]
+    pub(super) fn load_fast(&self, offset: u64, buf: &mut [u8]) -> bool {
+        if buf.len() > DIRECT_MAX || self.shared.is_closed() {
+            return false;
+        }
+        let Some(reading) = self.shared.current.enter() else {
+            return false;
+        };
+        reading.with(|generation, entered| generation.read_direct(entered, offset, buf))
+    }
+
+    /// The common direct update, as [`load_fast`](Self::load_fast): stored
+    /// through the mapping, `true` once done; `false` (nothing written)
+    /// when the general path must serve it (including every error, and
+    /// updates written with `pwrite`).
+    #[inline]
+    pub(super) fn update_fast(&self, offset: u64, data: &[u8]) -> bool {
+        if data.len() > DIRECT_MAX
+            || !self.shared.writable
+            || self.shared.method.get() != WriteMethod::Store
+            || self.shared.is_closed()
+        {
+            return false;
+        }
+        let Some(reading) = self.shared.current.enter() else {
+            return false;
+        };
+        if !reading.with(|generation, entered| generation.write_direct(entered, offset, data)) {
+            return false;
+        }
+        let slot_writes = reading.wrote(data.len() as u64);
+        let due = self.shared.tally.due_after(self.shared.gate(), slot_writes);
+        drop(reading);
+        if due {
+            let _ = self
+                .shared
+                .notices
+                .send(crate::lease_table::Notice::PolicyDue);
+        }
+        true
+    }
+
     /// A small load into `buf`, served by the calling task if the gate is
     /// open.
     pub(super) fn load_into_direct(&self, offset: u64, buf: &mut [u8]) -> Option<Result<()>> {

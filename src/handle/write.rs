@@ -282,6 +282,10 @@ impl MappedFile {
     /// Cancel safe: dropping the future abandons the load; `buf` may then
     /// hold part of the bytes.
     pub async fn load_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        spend_budget().await;
+        if self.load_fast(offset, buf) {
+            return Ok(());
+        }
         self.read_into("load", offset, buf, OnConflict::Wait).await
     }
 
@@ -313,6 +317,10 @@ impl MappedFile {
     /// As [`update`](Self::update); a large update dropped mid-way leaves
     /// each of its 64 KiB chunks either old or new.
     pub async fn update_from(&self, offset: u64, data: &[u8]) -> Result<()> {
+        spend_budget().await;
+        if self.update_fast(offset, data) {
+            return Ok(());
+        }
         self.write_parts("update", offset, Source::Slices(&[data]), OnConflict::Wait)
             .await
     }

@@ -36,6 +36,25 @@
 //!   expresses the same order with `SeqCst` fences, which loom checks
 //!   (`crate::loom`).
 //!
+//! # The asymmetric form
+//!
+//! Where the kernel offers `membarrier(2)` (`sys::barrier`), a thread that
+//! owns its slot (the first eight threads that call in; the rest share a
+//! ninth and keep the form above) enters with a plain store of one, a
+//! compiler fence and a plain load of `holds`, and leaves with a plain
+//! store of zero and a plain load: no locked instruction, so consecutive
+//! direct calls overlap their cache misses. The holder's side pays instead:
+//! once per *session* (from `holds` leaving zero until it returns to zero),
+//! before it first reads the slots, it runs the process-wide barrier, a full
+//! barrier on every running thread of the process. A direct operation whose
+//! load of `holds` comes after that barrier sees the hold and backs off; one
+//! whose load came before it had its store made visible by it, so the holder
+//! sees it in flight and waits for its zero (and, as above, its leaving
+//! load sees the hold and wakes the holder). Within a session no operation
+//! gets in after the first barrier, so later holds of the session skip it.
+//! Sessions are counted before the `holds` increment that opens them, so
+//! whoever sees a hold sees its session.
+//!
 //! One gate may guard several [`GateCell`]s (one per open of a file); a
 //! hold on the gate closes all of them.
 //!
@@ -45,10 +64,14 @@
 
 use std::sync::Arc;
 
-use crate::loom::{sc_fence, slot_index, AtomicU64, Ordering, Signal, UnsafeCell, SC};
+use crate::loom::{
+    asymmetric, compiler_fence, heavy_fence, sc_fence, thread_slot, AtomicU64, Ordering, Signal,
+    UnsafeCell, SC,
+};
 
-/// Number of slots: more than the threads of a typical runtime, few enough
-/// that scanning them is cheap and 10,000 mappings stay small.
+/// Number of slots that belong to one thread each: more than the threads
+/// of a typical runtime, few enough that scanning them is cheap and 10,000
+/// mappings stay small. One more slot is shared by the threads beyond.
 const SLOTS: usize = 8;
 
 /// One slot on its own cache line: the direct operations in flight, and
@@ -65,9 +88,18 @@ struct Slot {
 /// The gate's state: holds, slots, and the wake-up of a draining holder.
 pub(crate) struct Gate {
     holds: AtomicU64,
-    slots: [Slot; SLOTS],
+    /// Counts the times `holds` left zero (each starts a *session* of
+    /// holds), moved before the `holds` increment that starts it.
+    session: AtomicU64,
+    /// The last session a process-wide barrier was run in, after it began
+    /// (asymmetric protocol only).
+    fenced: AtomicU64,
+    /// `SLOTS` owned slots, then the shared one.
+    slots: [Slot; SLOTS + 1],
     /// Woken when a direct operation leaves while a hold exists.
     drained: Signal,
+    /// Whether owned slots use the asymmetric protocol (`sys::barrier`).
+    light: bool,
 }
 
 impl std::fmt::Debug for Gate {
@@ -84,6 +116,9 @@ impl Gate {
     pub(crate) fn new() -> Arc<Gate> {
         Arc::new(Gate {
             holds: AtomicU64::new(0),
+            session: AtomicU64::new(0),
+            fenced: AtomicU64::new(0),
+            light: asymmetric(),
             slots: std::array::from_fn(|_| Slot {
                 in_flight: AtomicU64::new(0),
                 writes: AtomicU64::new(0),
@@ -94,14 +129,36 @@ impl Gate {
     }
 
     /// Enters for one direct operation, or returns `None` when a hold exists.
+    #[inline]
     fn enter(&self) -> Option<Entered<'_>> {
-        let slot = slot_index(SLOTS);
-        self.slots[slot].in_flight.fetch_add(1, SC);
-        let entered = Entered { gate: self, slot };
-        // With `hold`'s increment and load: of two racing calls, at least
-        // one sees the other's increment.
-        sc_fence();
-        if self.holds.load(SC) != 0 {
+        let (slot, own) = thread_slot(SLOTS);
+        let light = own && self.light;
+        let in_flight = &self.slots[slot].in_flight;
+        let held = if light {
+            // The thread's own slot: a plain store, and only the compiler
+            // kept from moving the load before it; holders run the
+            // process-wide barrier for the processor (`sys::barrier`).
+            debug_assert_eq!(
+                in_flight.load(Ordering::Relaxed),
+                0,
+                "nested direct operation"
+            );
+            in_flight.store(1, Ordering::Relaxed);
+            compiler_fence();
+            self.holds.load(Ordering::Acquire) != 0
+        } else {
+            in_flight.fetch_add(1, SC);
+            // With `hold`'s increment and load: of two racing calls, at
+            // least one sees the other's increment.
+            sc_fence();
+            self.holds.load(SC) != 0
+        };
+        let entered = Entered {
+            gate: self,
+            slot,
+            light,
+        };
+        if held {
             // Held: leave without touching anything (the drop wakes the
             // holder if it waits for the slots to drain).
             drop(entered);
@@ -112,11 +169,38 @@ impl Gate {
 
     /// Takes a hold: no direct operation enters until the guard is dropped.
     pub(crate) fn hold(self: &Arc<Self>) -> Hold {
-        self.holds.fetch_add(1, SC);
+        let mut holds = self.holds.load(SC);
+        loop {
+            if holds == 0 {
+                // A new session: counted before it starts, so that whoever
+                // sees this hold sees the session too (`fence_session`).
+                self.session.fetch_add(1, SC);
+            }
+            match self.holds.compare_exchange_weak(holds, holds + 1, SC, SC) {
+                Ok(_) => break,
+                Err(now) => holds = now,
+            }
+        }
         // Pairs with `enter` and `Entered::drop`.
         sc_fence();
         Hold {
             gate: Arc::clone(self),
+        }
+    }
+
+    /// The holder's half of the asymmetric protocol: once per session of
+    /// holds, a process-wide barrier, after which every direct operation on
+    /// an owned slot either is seen by the holder's reads of the slots or
+    /// sees the hold. (A later hold of the same session needs none: no
+    /// direct operation has entered since.)
+    fn fence_session(&self) {
+        if !self.light {
+            return;
+        }
+        let session = self.session.load(SC);
+        if self.fenced.load(Ordering::Acquire) != session {
+            heavy_fence();
+            self.fenced.fetch_max(session, Ordering::AcqRel);
         }
     }
 
@@ -130,6 +214,7 @@ impl Gate {
     /// cell of this gate until the holds are gone.
     pub(crate) async fn drain(&self, hold: &Hold) {
         debug_assert!(std::ptr::eq(&*hold.gate, self), "a hold on another gate");
+        self.fence_session();
         loop {
             let drained = self.drained.listen();
             if self.in_flight() == 0 {
@@ -153,6 +238,7 @@ impl Gate {
     /// is in flight now (with `hold` in place, none can start).
     pub(crate) fn try_exclusive<'a>(&'a self, hold: &'a Hold) -> Option<Exclusive<'a>> {
         debug_assert!(std::ptr::eq(&*hold.gate, self), "a hold on another gate");
+        self.fence_session();
         (self.in_flight() == 0).then_some(Exclusive { gate: self })
     }
 }
@@ -177,11 +263,27 @@ impl Drop for Hold {
 pub(crate) struct Entered<'a> {
     gate: &'a Gate,
     slot: usize,
+    /// Entered through the thread's own slot, asymmetric protocol.
+    light: bool,
 }
 
 impl Drop for Entered<'_> {
+    #[inline]
     fn drop(&mut self) {
-        let prev = self.gate.slots[self.slot].in_flight.fetch_sub(1, SC);
+        let in_flight = &self.gate.slots[self.slot].in_flight;
+        if self.light {
+            // Orders this operation's accesses before a holder's that sees
+            // the zero.
+            in_flight.store(0, Ordering::Release);
+            compiler_fence();
+            // A holder that read this slot before the store ran its barrier
+            // after its hold: this load sees the hold, and wakes it.
+            if self.gate.holds.load(Ordering::Relaxed) != 0 {
+                self.gate.drained.notify_all();
+            }
+            return;
+        }
+        let prev = in_flight.fetch_sub(1, SC);
         if prev == 1 {
             // Pairs with `hold`: a holder that read this slot before the
             // decrement is seen here and woken.
@@ -243,6 +345,7 @@ impl<M> GateCell<M> {
 
     /// Enters the gate for one direct operation on this cell's value, or
     /// returns `None` when a hold exists.
+    #[inline]
     pub(crate) fn enter(&self) -> Option<Reading<'_, M>> {
         let entered = self.gate.enter()?;
         Some(Reading {
@@ -295,6 +398,7 @@ impl<M> Reading<'_, M> {
 
     /// Runs `f` on the cell's current value; the proof of being inside the
     /// gate goes along, for the raw accesses that demand it.
+    #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&M, &Entered<'_>) -> R) -> R {
         // SAFETY: this operation entered the gate without seeing a hold,
         // and the only writer of the value (`GateCell::replace`) runs only

@@ -169,6 +169,7 @@ impl Generation {
 
     /// Checks that `[offset, offset + len)` lies inside this generation and
     /// returns its start as a `usize`. Overflow counts as outside.
+    #[inline]
     pub(super) fn start_of(&self, offset: u64, len: usize) -> Option<usize> {
         let start = usize::try_from(offset).ok()?;
         let end = start.checked_add(len)?;
@@ -177,6 +178,7 @@ impl Generation {
 
     /// The address of byte `start`, which [`start_of`](Self::start_of)
     /// checked.
+    #[inline]
     pub(super) fn ptr_at(&self, start: usize) -> *mut u8 {
         self.ptr.wrapping_add(start)
     }
@@ -225,6 +227,7 @@ impl Generation {
     /// 8-byte atomics, so that two of them on overlapping bytes never mix
     /// access sizes; a word that reaches past the mapping's length stays
     /// inside its last page, which the kernel maps whole.
+    #[inline]
     fn atomic_words(&self, start: usize, len: usize) -> (&[AtomicU64], usize) {
         if len == 0 {
             return (&[], 0);
@@ -248,15 +251,40 @@ impl Generation {
     /// A direct load: copies `buf.len()` bytes at `offset` into `buf`
     /// through relaxed atomic word loads. Returns `false` (copying nothing)
     /// when the range is outside this generation.
+    #[inline]
     pub(crate) fn read_direct(&self, _entered: &Entered<'_>, offset: u64, buf: &mut [u8]) -> bool {
         let Some(start) = self.start_of(offset, buf.len()) else {
             return false;
         };
         let (words, skip) = self.atomic_words(start, buf.len());
         if skip == 0 && buf.len() % 8 == 0 {
-            // Whole words: a load each (the common case, kept short).
-            for (dst, word) in buf.chunks_exact_mut(8).zip(words) {
-                dst.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+            // Whole words: a load and a store each (the common case, kept
+            // short: see `MappedFile::load_fast`).
+            // Four words a step, then the rest: fewer instructions per call
+            // (see `MappedFile::load_fast`).
+            let n = words.len();
+            let dst = buf.as_mut_ptr().cast::<u64>();
+            let mut i = 0;
+            while i + 4 <= n {
+                let w = &words[i..i + 4];
+                let v = [
+                    w[0].load(Ordering::Relaxed),
+                    w[1].load(Ordering::Relaxed),
+                    w[2].load(Ordering::Relaxed),
+                    w[3].load(Ordering::Relaxed),
+                ];
+                // SAFETY: `words` covers exactly the `n` words of `buf` here
+                // (`start` and the length are multiples of 8), so words
+                // `i..i + 4` of `buf` are inside it, and ours to write;
+                // unaligned writes need no alignment.
+                unsafe { dst.wrapping_add(i).cast::<[u64; 4]>().write_unaligned(v) };
+                i += 4;
+            }
+            while i < n {
+                let v = words[i].load(Ordering::Relaxed);
+                // SAFETY: as above, for word `i < n`.
+                unsafe { dst.wrapping_add(i).write_unaligned(v) };
+                i += 1;
             }
             return true;
         }
@@ -275,6 +303,7 @@ impl Generation {
     /// word stores (a compare-and-swap for a word it covers only in part).
     /// Returns `false` (writing nothing) when the range is outside this
     /// generation or the generation is read-only.
+    #[inline]
     pub(crate) fn write_direct(&self, _entered: &Entered<'_>, offset: u64, data: &[u8]) -> bool {
         if !self.writable {
             return false;
@@ -284,10 +313,28 @@ impl Generation {
         };
         let (words, skip) = self.atomic_words(start, data.len());
         if skip == 0 && data.len() % 8 == 0 {
-            // Whole words: a store each (the common case, kept short).
-            for (word, src) in words.iter().zip(data.chunks_exact(8)) {
-                let whole: [u8; 8] = src.try_into().expect("eight bytes");
-                word.store(u64::from_ne_bytes(whole), Ordering::Relaxed);
+            // Whole words: a load and a store each (the common case, kept
+            // short).
+            let n = words.len();
+            let src = data.as_ptr().cast::<u64>();
+            let mut i = 0;
+            while i + 4 <= n {
+                // SAFETY: `words` covers exactly the `n` words of `data`
+                // here, so words `i..i + 4` of `data` are inside it;
+                // unaligned reads need no alignment.
+                let v = unsafe { src.wrapping_add(i).cast::<[u64; 4]>().read_unaligned() };
+                let w = &words[i..i + 4];
+                w[0].store(v[0], Ordering::Relaxed);
+                w[1].store(v[1], Ordering::Relaxed);
+                w[2].store(v[2], Ordering::Relaxed);
+                w[3].store(v[3], Ordering::Relaxed);
+                i += 4;
+            }
+            while i < n {
+                // SAFETY: as above, for word `i < n`.
+                let v = unsafe { src.wrapping_add(i).read_unaligned() };
+                words[i].store(v, Ordering::Relaxed);
+                i += 1;
             }
             return true;
         }

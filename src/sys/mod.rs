@@ -6,7 +6,9 @@
 //!   `madvise` calls;
 //! - [`leased`]: a leased byte range of a generation, the only way safe code
 //!   elsewhere gets references into mapped memory;
-//! - [`gate`]: the direct-access gate and the cells it guards;
+//! - [`gate`]: the direct-access gate and the cells it guards, and
+//!   [`barrier`]: the process-wide barrier that spares its direct operations
+//!   every locked instruction;
 //! - [`file`]: `posix_fallocate`, `flock` and directory syncs;
 //! - [`hints`]: `madvise`, `mlock`, `sync_file_range`, `RLIMIT_MEMLOCK`;
 //! - [`memory`]: in-memory files (`memfd_create`) and read-only
@@ -29,6 +31,7 @@
 //! docs, "Soundness"), where it also says what happens when it is broken.
 #![allow(unsafe_code)]
 
+pub(crate) mod barrier;
 pub(crate) mod file;
 pub(crate) mod gate;
 pub(crate) mod generation;
