@@ -158,5 +158,8 @@ pub use error::{Error, Result};
 pub use handle::{MappedFile, DIRECT_MAX};
 pub use lease::{AtomicReader, AtomicTarget, AtomicView, Segment, SegmentMut};
 pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};
-pub use stream::{Chunks, ChunksMut, Reader, Writer};
+pub use stream::{
+    AppendSink, Appender, Change, ChangeKind, Chunks, ChunksMut, Reader, Subscription, UpdateSink,
+    Writer,
+};
 pub use watch::{watch, FileEvent, Watch};

@@ -5,6 +5,8 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::actor::append::AppendRequest;
+use crate::actor::batch::Batch;
 use crate::error::{Error, Result};
 use crate::lease::Grant;
 use crate::lease_table::Access;
@@ -31,6 +33,9 @@ pub(crate) enum Request {
     },
     /// A close: the actor stops serving and answers after its final flush.
     Close { reply: Reply<()> },
+    /// Records to append at an appender's cursor: awaited by the actor (it
+    /// may grow the file first).
+    Append(AppendRequest),
 }
 
 /// The requests the actor serves inline, once admitted by the lease table.
@@ -72,6 +77,8 @@ pub(crate) enum Inline {
         range: Option<(u64, u64)>,
         reply: Reply<()>,
     },
+    /// The updates of an `UpdateSink`, applied in order.
+    Batch(Batch),
 }
 
 impl Request {
@@ -83,7 +90,7 @@ impl Request {
     pub(crate) fn touches_bytes(&self) -> bool {
         match self {
             Request::Inline(inline) => inline.touches_bytes(),
-            Request::Resize { .. } => true,
+            Request::Resize { .. } | Request::Append(_) => true,
             Request::Close { .. } => false,
         }
     }
@@ -93,6 +100,7 @@ impl Request {
         match self {
             Request::Inline(inline) => inline.abandoned(),
             Request::Resize { reply, .. } | Request::Close { reply } => reply.is_closed(),
+            Request::Append(append) => append.abandoned(),
         }
     }
 
@@ -103,6 +111,7 @@ impl Request {
             Request::Resize { reply, .. } | Request::Close { reply } => {
                 let _ = reply.send(Err(err));
             }
+            Request::Append(append) => append.fail(err),
         }
     }
 }
@@ -117,6 +126,7 @@ impl Inline {
             Inline::Populate { .. } => "prewarm",
             Inline::Flush { range: None, .. } => "flush",
             Inline::Flush { range: Some(_), .. } => "flush_range",
+            Inline::Batch(_) => "update_sink",
         }
     }
 
@@ -131,6 +141,7 @@ impl Inline {
         match self {
             Inline::Load { reply, .. } => reply.is_closed(),
             Inline::Lease { reply, .. } => reply.is_closed(),
+            Inline::Batch(batch) => batch.abandoned(),
             Inline::Update { reply, .. }
             | Inline::Modify { reply, .. }
             | Inline::Populate { reply, .. }
@@ -146,6 +157,7 @@ impl Inline {
             Inline::Lease { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
+            Inline::Batch(batch) => batch.fail(err),
             Inline::Update { reply, .. }
             | Inline::Modify { reply, .. }
             | Inline::Populate { reply, .. }

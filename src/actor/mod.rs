@@ -18,6 +18,9 @@
 //! blocking pool (`crate::blocking`), and so does every copy larger than
 //! [`INLINE_COPY_MAX`].
 
+pub(crate) mod append;
+pub(crate) mod batch;
+mod changes;
 mod group_commit;
 mod open;
 mod ops;
@@ -110,6 +113,8 @@ pub(crate) struct Actor {
     commit: GroupCommit<Flusher>,
     /// The sync of the group commit's current batch, on the blocking pool.
     syncing: Option<blocking::Task<()>>,
+    /// The appenders' cursors.
+    appends: append::Appends,
 }
 
 impl std::fmt::Debug for MappingActor {
@@ -144,6 +149,7 @@ impl MappingActor {
                 hold: None,
                 commit: GroupCommit::default(),
                 syncing: None,
+                appends: append::Appends::default(),
             })),
         }
     }

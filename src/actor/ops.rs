@@ -17,6 +17,7 @@ use crate::lease::{Grant, Release};
 use crate::lease_table::{Access, Footprint};
 use crate::region::{self, ByteRange};
 use crate::request::{Inline, Modify, Owner, Reply};
+use crate::stream::ChangeKind;
 use crate::sys::LeasedBytes;
 use crate::Mode;
 
@@ -61,6 +62,7 @@ impl Actor {
             }
             Inline::Populate { offset, len, reply } => self.populate(index, offset, len, reply),
             Inline::Flush { range, reply } => self.flush(index, range, reply),
+            Inline::Batch(batch) => self.batch(index, batch, owner),
         }
     }
 
@@ -93,6 +95,8 @@ impl Actor {
         };
         let fp = Footprint::new(range, Access::Write);
         let open = &self.opens[index];
+        // Large copies report their change from the pool once applied.
+        let shared = Arc::clone(&open.shared);
         if open.shared.write_through {
             // `pwrite` through the page cache the mapping shares; the
             // temporary lease keeps the request order.
@@ -100,16 +104,21 @@ impl Actor {
             let path = open.shared.path.clone();
             self.on_blocking_pool(index, fp, owner, reply, move |_| {
                 file.write_all_at(&data, offset)
-                    .map_err(|e| Error::io("pwrite", &path, e))
+                    .map_err(|e| Error::io("pwrite", &path, e))?;
+                shared.feed.publish_bytes(offset, ChangeKind::Update, &data);
+                Ok(())
             });
         } else if data.len() > INLINE_COPY_MAX {
             self.on_blocking_pool(index, fp, owner, reply, move |grant| {
                 grant.bytes.bytes_mut().copy_from_slice(&data);
+                shared.feed.publish_bytes(offset, ChangeKind::Update, &data);
                 Ok(())
             });
         } else {
             let cleared = self.table.clear(&fp).expect("admitted request is clear");
             self.opens[index].current.write(&cleared, offset, &data);
+            let len = data.len() as u64;
+            self.changed(index, offset, len, ChangeKind::Update, Some(&data));
             let _ = reply.send(Ok(()));
         }
     }
@@ -120,12 +129,15 @@ impl Actor {
             .table
             .clear(&Footprint::new(range, Access::Write))
             .expect("admitted request is clear");
-        self.opens[index]
+        let result = self.opens[index]
             .current
             .with_mut(&cleared, offset, range.len() as usize, |bytes| {
                 catch_unwind(AssertUnwindSafe(|| f(bytes)))
             })
-            .map_err(|_| Error::Panicked { op: "modify" })
+            .map_err(|_| Error::Panicked { op: "modify" });
+        // Reported even if `f` panicked: what it wrote before stays.
+        self.changed_in_place(index, &cleared, offset, range.len(), ChangeKind::Modify);
+        result
     }
 
     fn lease(
@@ -161,7 +173,7 @@ impl Actor {
 
     /// Queues a flush for the group commit (or answers it at once: a
     /// mapping that never writes the file, an empty range, a poisoned file).
-    fn flush(&mut self, index: usize, range: Option<(u64, u64)>, reply: Reply<()>) {
+    pub(super) fn flush(&mut self, index: usize, range: Option<(u64, u64)>, reply: Reply<()>) {
         let open = &self.opens[index];
         let plan = match range {
             None => Plan::Full,

@@ -114,6 +114,7 @@ impl Actor {
             .table
             .clear(&Footprint::new(ByteRange::tail(cut), Access::Write));
         tracing::debug!(old_len, new_len, opens = others.len() + 1, "resize");
+        let before = self.lengths();
         let outcome = blocking::run("resize", move || {
             Ok(resize_blocking(&file, &path, change, keep, others, cleared))
         })
@@ -137,6 +138,7 @@ impl Actor {
             let len = self.opens[other].current.len();
             self.opens[other].shared.len.store(len, Ordering::Release);
         }
+        self.resized(&before);
         if let Err(err) = &outcome.result {
             if outcome.sync_failed {
                 // That sync also wrote back dirty pages; the kernel reports

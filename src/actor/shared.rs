@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::lease_table::Notice;
+use crate::stream::feed::Feed;
 use crate::sys::gate::{Gate, GateCell};
 use crate::sys::Generation;
 use crate::Mode;
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     /// The actor's notices: a handle whose caller stops waiting for a
     /// request says so, so that nothing it queued is left behind.
     pub(crate) notices: mpsc::UnboundedSender<Notice>,
+    /// The mapping's subscriptions (`stream/feed.rs`).
+    pub(crate) feed: Feed,
 }
 
 impl Shared {
@@ -59,6 +62,7 @@ impl Shared {
             poisoned: OnceLock::new(),
             current: GateCell::new(gate, generation),
             notices,
+            feed: Feed::default(),
         }
     }
 

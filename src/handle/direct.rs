@@ -58,7 +58,12 @@ impl MappedFile {
 
     /// A small update served by the calling task, if the gate is open.
     pub(super) async fn update_direct(&self, offset: u64, data: &[u8]) -> Option<Result<()>> {
-        if data.len() > DIRECT_MAX || self.shared.write_through {
+        // While a subscription covers these bytes, the actor must see the
+        // update to report it.
+        if data.len() > DIRECT_MAX
+            || self.shared.write_through
+            || self.shared.feed.watches(offset, data.len() as u64)
+        {
             return None;
         }
         let reading = match self.enter_direct().await? {

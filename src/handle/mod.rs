@@ -7,12 +7,14 @@
 //! - `calls.rs`: the requests served by the actor (load, update, flush,
 //!   resize, ...);
 //! - `direct.rs`: small loads and updates served by the calling task;
-//! - `leases.rs`: the calls that hand out leases.
+//! - `leases.rs`: the calls that hand out leases;
+//! - `stream_calls.rs`: the requests of sinks and appenders.
 
 mod calls;
 mod direct;
 mod leases;
 mod open;
+mod stream_calls;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

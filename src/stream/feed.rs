@@ -1,0 +1,421 @@
+//! The change feed of one mapping: who subscribed to which bytes, and the
+//! bounded inbox of each subscription.
+//!
+//! # Implementation notes
+//!
+//! - Every writer of the mapping (the actor, a pool thread finishing a large
+//!   copy, a [`SegmentMut`](crate::SegmentMut) being dropped) publishes
+//!   through [`Feed::publish`]; the feed's lock orders the changes and gives
+//!   each its `seq`. Changes to the same bytes are published in the order
+//!   they were applied, because the lease table orders their writers.
+//! - A mapping that never subscribes pays one atomic load per write
+//!   (`count`, which stays 0) and nothing else: no allocation, no lock.
+//! - The direct path (small updates copied by the calling task, which the
+//!   actor never sees) asks [`Feed::watches`] first and goes through the
+//!   actor when a subscription covers its bytes. `count`, `lo` and `hi` are
+//!   plain atomics written under the lock: `count` last on subscribe, so an
+//!   update that happens after `subscribe` returned sees the new hull. A
+//!   reader racing a change of the hull may see `lo` and `hi` from
+//!   different moments, but every subscription that exists throughout lies
+//!   inside both the old and the new hull, so any mix of them still covers
+//!   it; only the subscription being added or removed may miss the racing
+//!   update, which was concurrent with it.
+//! - Each subscription has its own inbox of at most [`CAPACITY`] changes:
+//!   a full inbox drops its oldest change and counts it, and the reader
+//!   gets one `Error::Lagged { missed }` before the oldest change still
+//!   held (tokio `broadcast` semantics, per subscription, so a quiet range
+//!   never lags because of a busy one).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use bytes::Bytes;
+
+use super::subscribe::{Change, ChangeKind};
+
+/// Changes one subscription buffers before it lags: each costs about 100
+/// bytes, so a subscription that stops reading holds at most about 100 KiB
+/// in its inbox (plus as much again taken but not yet yielded), and the
+/// data of the changes it holds.
+pub const SUBSCRIPTION_CAPACITY: usize = 1024;
+
+const CAPACITY: usize = SUBSCRIPTION_CAPACITY;
+
+/// One change about to be published.
+#[derive(Debug)]
+pub(crate) struct Draft {
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) kind: ChangeKind,
+    /// The new bytes of `[at, at + bytes.len())`, a part of the change that
+    /// covers what every data subscription wants of it (or all of it).
+    pub(crate) data: Option<(u64, Bytes)>,
+}
+
+impl Draft {
+    /// A change without its bytes.
+    pub(crate) fn new(offset: u64, len: u64, kind: ChangeKind) -> Draft {
+        Draft {
+            offset,
+            len,
+            kind,
+            data: None,
+        }
+    }
+
+    /// A change whose new bytes are `bytes`, all of them.
+    pub(crate) fn with_bytes(offset: u64, kind: ChangeKind, bytes: &Bytes) -> Draft {
+        Draft {
+            offset,
+            len: bytes.len() as u64,
+            kind,
+            data: Some((offset, bytes.clone())),
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+}
+
+/// A mapping's subscriptions; lives in the mapping's `Shared`.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    /// Live subscriptions (0: nothing to publish, the direct path is free).
+    count: AtomicU64,
+    /// Live subscriptions that want the changed bytes.
+    with_data: AtomicU64,
+    /// The hull `[lo, hi)` of the live subscriptions' ranges.
+    lo: AtomicU64,
+    hi: AtomicU64,
+    hub: Mutex<Hub>,
+}
+
+#[derive(Debug, Default)]
+struct Hub {
+    subs: Vec<Arc<Subscriber>>,
+    /// The next change's `seq`.
+    seq: u64,
+    /// The mapping is closed: nothing is published any more.
+    ended: bool,
+}
+
+/// One subscription, as the feed sees it.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    start: u64,
+    end: u64,
+    with_data: bool,
+    inbox: Mutex<Inbox>,
+}
+
+/// What a subscription has not taken yet.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    pub(crate) changes: VecDeque<Change>,
+    /// Changes dropped because the inbox was full, not yet reported.
+    pub(crate) missed: u64,
+    /// The mapping is closed: once `changes` is empty, the stream ends.
+    pub(crate) ended: bool,
+    pub(crate) waker: Option<Waker>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind: carry on.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Subscriber {
+    pub(crate) fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        lock(&self.inbox)
+    }
+
+    fn overlaps(&self, d: &Draft) -> bool {
+        d.offset < self.end && self.start < d.end()
+    }
+
+    /// The change as this subscription reports it: its bytes cut to the
+    /// subscription's range, if it wants them.
+    fn change(&self, seq: u64, d: &Draft) -> Change {
+        let data = match (&d.data, self.with_data) {
+            (Some((at, bytes)), true) => {
+                let from = self.start.max(*at);
+                let to = self.end.min(at + bytes.len() as u64);
+                (from < to).then(|| {
+                    let slice = bytes.slice((from - at) as usize..(to - at) as usize);
+                    (from, slice)
+                })
+            }
+            _ => None,
+        };
+        Change::new(seq, d.offset, d.len, d.kind, data)
+    }
+}
+
+impl Inbox {
+    fn push(&mut self, change: Change) {
+        if self.changes.len() >= CAPACITY {
+            self.changes.pop_front();
+            self.missed += 1;
+        }
+        self.changes.push_back(change);
+    }
+}
+
+impl Feed {
+    /// Whether any subscription is live: the cheap check every writer makes
+    /// before building a change.
+    pub(crate) fn is_watched(&self) -> bool {
+        self.count.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a live subscription wants the changed bytes.
+    pub(crate) fn wants_bytes(&self) -> bool {
+        self.with_data.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a subscription may cover a byte of `[offset, offset + len)`:
+    /// a direct update of those bytes must go through the actor, which
+    /// publishes it. Conservative (the hull of every subscription's range).
+    pub(crate) fn watches(&self, offset: u64, len: u64) -> bool {
+        if !self.is_watched() {
+            return false;
+        }
+        let (lo, hi) = (
+            self.lo.load(Ordering::Acquire),
+            self.hi.load(Ordering::Acquire),
+        );
+        len > 0 && offset < hi && lo < offset.saturating_add(len)
+    }
+
+    /// The part of `[offset, offset + len)` that data subscriptions want
+    /// (the hull of their parts), if any: what a writer that must copy the
+    /// bytes out of the mapping needs to copy.
+    pub(crate) fn wanted_bytes(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
+        if !self.wants_bytes() {
+            return None;
+        }
+        let end = offset.saturating_add(len);
+        let hub = lock(&self.hub);
+        let mut hull: Option<(u64, u64)> = None;
+        for sub in hub.subs.iter().filter(|s| s.with_data) {
+            let (from, to) = (sub.start.max(offset), sub.end.min(end));
+            if from < to {
+                hull = Some(match hull {
+                    Some((a, b)) => (a.min(from), b.max(to)),
+                    None => (from, to),
+                });
+            }
+        }
+        hull
+    }
+
+    /// Adds a subscription to `[start, end)`, or `None` once the mapping is
+    /// closed.
+    pub(crate) fn subscribe(
+        &self,
+        start: u64,
+        end: u64,
+        with_data: bool,
+    ) -> Option<Arc<Subscriber>> {
+        let mut hub = lock(&self.hub);
+        if hub.ended {
+            return None;
+        }
+        let sub = Arc::new(Subscriber {
+            start,
+            end,
+            with_data,
+            inbox: Mutex::new(Inbox::default()),
+        });
+        hub.subs.push(Arc::clone(&sub));
+        self.publish_hull(&hub);
+        Some(sub)
+    }
+
+    /// Removes a subscription (its stream was dropped).
+    pub(crate) fn unsubscribe(&self, sub: &Arc<Subscriber>) {
+        let mut hub = lock(&self.hub);
+        hub.subs.retain(|s| !Arc::ptr_eq(s, sub));
+        self.publish_hull(&hub);
+    }
+
+    /// Stores the hull and the counts for lock-free readers; `count` last
+    /// (module docs).
+    fn publish_hull(&self, hub: &Hub) {
+        let lo = hub.subs.iter().map(|s| s.start).min().unwrap_or(u64::MAX);
+        let hi = hub.subs.iter().map(|s| s.end).max().unwrap_or(0);
+        let with_data = hub.subs.iter().filter(|s| s.with_data).count();
+        self.lo.store(lo, Ordering::Release);
+        self.hi.store(hi, Ordering::Release);
+        self.with_data.store(with_data as u64, Ordering::Release);
+        self.count.store(hub.subs.len() as u64, Ordering::Release);
+    }
+
+    /// Publishes `drafts`, in order, to every subscription they touch (a
+    /// resize touches every subscription); each gets the next `seq`.
+    pub(crate) fn publish(&self, drafts: &[Draft]) {
+        if drafts.is_empty() || !self.is_watched() {
+            return;
+        }
+        let mut wake = Vec::new();
+        {
+            let mut hub = lock(&self.hub);
+            if hub.ended {
+                return;
+            }
+            let base = hub.seq;
+            hub.seq += drafts.len() as u64;
+            for sub in &hub.subs {
+                let mut inbox: Option<MutexGuard<'_, Inbox>> = None;
+                for (i, d) in drafts.iter().enumerate() {
+                    let resize = matches!(d.kind, ChangeKind::Resize { .. });
+                    if resize || sub.overlaps(d) {
+                        let change = sub.change(base + i as u64, d);
+                        inbox.get_or_insert_with(|| sub.inbox()).push(change);
+                    }
+                }
+                if let Some(waker) = inbox.and_then(|mut i| i.waker.take()) {
+                    wake.push(waker);
+                }
+            }
+        }
+        // Outside the locks: a waker may do anything.
+        for waker in wake {
+            waker.wake();
+        }
+    }
+
+    /// Publishes one change of `bytes.len()` bytes at `offset`, whose new
+    /// bytes are `bytes` (shared with data subscriptions, not copied).
+    pub(crate) fn publish_bytes(&self, offset: u64, kind: ChangeKind, bytes: &Bytes) {
+        if !self.is_watched() {
+            return;
+        }
+        let draft = if self.wants_bytes() {
+            Draft::with_bytes(offset, kind, bytes)
+        } else {
+            Draft::new(offset, bytes.len() as u64, kind)
+        };
+        self.publish(&[draft]);
+    }
+
+    /// Publishes one change whose new bytes, `bytes`, are at `offset` in
+    /// the mapping (a lease's or the actor's view of them): only the part
+    /// data subscriptions want is copied.
+    pub(crate) fn publish_copied(&self, offset: u64, bytes: &[u8], kind: ChangeKind) {
+        if !self.is_watched() {
+            return;
+        }
+        let len = bytes.len() as u64;
+        let data = self.wanted_bytes(offset, len).map(|(from, to)| {
+            let part = &bytes[(from - offset) as usize..(to - offset) as usize];
+            (from, Bytes::copy_from_slice(part))
+        });
+        self.publish(&[Draft {
+            offset,
+            len,
+            kind,
+            data,
+        }]);
+    }
+
+    /// The mapping closed: every subscription ends once it has taken what
+    /// it holds, and later ones end at once.
+    pub(crate) fn end(&self) {
+        let mut wake = Vec::new();
+        {
+            let mut hub = lock(&self.hub);
+            hub.ended = true;
+            for sub in &hub.subs {
+                let mut inbox = sub.inbox();
+                inbox.ended = true;
+                wake.extend(inbox.waker.take());
+            }
+        }
+        for waker in wake {
+            waker.wake();
+        }
+    }
+}
+
+/// A [`SegmentMut`](crate::SegmentMut) written through is dropped.
+pub(crate) fn publish_written(feed: &Feed, offset: u64, bytes: &[u8]) {
+    feed.publish_copied(offset, bytes, ChangeKind::SegmentMut);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(offset: u64, len: u64) -> Draft {
+        Draft::new(offset, len, ChangeKind::Update)
+    }
+
+    #[test]
+    fn feed_routes_changes_by_range_and_resizes_to_all() {
+        let feed = Feed::default();
+        assert!(!feed.is_watched() && !feed.watches(0, 100));
+        let a = feed.subscribe(0, 100, false).unwrap();
+        let b = feed.subscribe(1000, 1100, false).unwrap();
+        assert!(feed.watches(50, 1) && feed.watches(500, 1), "the hull");
+        assert!(!feed.watches(1100, 10) && !feed.watches(5, 0));
+        feed.publish(&[update(90, 20), update(500, 1), update(1099, 5)]);
+        feed.publish(&[Draft::new(
+            2000,
+            1000,
+            ChangeKind::Resize {
+                old_len: 2000,
+                new_len: 3000,
+            },
+        )]);
+        let seqs = |s: &Arc<Subscriber>| -> Vec<u64> {
+            s.inbox().changes.iter().map(Change::seq).collect()
+        };
+        assert_eq!(seqs(&a), [0, 3]);
+        assert_eq!(seqs(&b), [2, 3]);
+        feed.unsubscribe(&a);
+        assert!(!feed.watches(50, 1));
+        feed.unsubscribe(&b);
+        assert!(!feed.is_watched());
+        feed.publish(&[update(0, 1)]);
+        assert_eq!(seqs(&b).len(), 2, "gone subscriptions get nothing");
+    }
+
+    #[test]
+    fn feed_lags_instead_of_growing() {
+        let feed = Feed::default();
+        let s = feed.subscribe(0, 10, false).unwrap();
+        for i in 0..(CAPACITY as u64 + 5) {
+            feed.publish(&[update(i % 10, 1)]);
+        }
+        let inbox = s.inbox();
+        assert_eq!(inbox.changes.len(), CAPACITY);
+        assert_eq!(inbox.missed, 5);
+        assert_eq!(inbox.changes.front().map(Change::seq), Some(5));
+    }
+
+    #[test]
+    fn feed_cuts_data_to_the_range() {
+        let feed = Feed::default();
+        let s = feed.subscribe(10, 20, true).unwrap();
+        let plain = feed.subscribe(0, 100, false).unwrap();
+        assert_eq!(feed.wanted_bytes(0, 15), Some((10, 15)));
+        assert_eq!(feed.wanted_bytes(20, 5), None);
+        let bytes = Bytes::from((0u8..30).collect::<Vec<u8>>());
+        feed.publish(&[Draft::with_bytes(0, ChangeKind::Update, &bytes)]);
+        let c = s.inbox().changes.pop_front().unwrap();
+        assert_eq!((c.offset(), c.len()), (0, 30), "reported whole");
+        assert_eq!(c.data_offset(), Some(10));
+        assert_eq!(
+            c.data().unwrap().as_ref(),
+            &(10u8..20).collect::<Vec<_>>()[..]
+        );
+        assert!(plain.inbox().changes[0].data().is_none());
+        feed.end();
+        assert!(s.inbox().ended);
+        assert!(feed.subscribe(0, 1, false).is_none());
+    }
+}
