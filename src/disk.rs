@@ -179,9 +179,7 @@ fn create(opts: &OpenOptions, path: &Path) -> Result<File> {
         .write(true)
         .open(path)
         .map_err(|e| Error::io("open", path, e))?;
-    let meta = reopened
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?;
+    let meta = reopened.metadata().map_err(|e| Error::io("stat", path, e))?;
     if FileId::of(&meta) != FileId::of(&made_id) {
         // Replaced between the link and the open: not ours to map.
         let raced = io::Error::from(io::ErrorKind::AlreadyExists);
