@@ -113,8 +113,11 @@ impl MappedFile {
 ///
 /// - A dropped `send` (or `feed`) future either had not handed its item to
 ///   the sink (the item is dropped, nothing else changes) or had (the item
-///   stays in the sink and is applied by the next flush); a dropped flush
-///   or `send_all` loses nothing either: the sink carries on where it was.
+///   stays in the sink and is applied by the next flush). A dropped flush
+///   loses nothing: the sink carries on where it was. A dropped `send_all`
+///   keeps every item it handed over; the one item it may hold itself
+///   (taken from the stream while the sink was full) goes with it, as
+///   with any `Sink`.
 /// - Dropping the sink drops the items it still buffers (never applied);
 ///   of the batch in flight, a prefix may have been applied. The file
 ///   always holds a prefix of what was sent.
