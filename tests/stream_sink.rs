@@ -92,7 +92,15 @@ async fn sink_send_means_applied() {
 async fn sink_failing_item_stops_with_exactly_the_items_before_it() {
     let s = Scratch::new();
     let len = 64 * 1024;
-    for (bad_at, count) in [(0usize, 10usize), (1, 2), (537, 3000), (2999, 3000)] {
+    // The last cases keep several batches in flight behind the failing one.
+    for (bad_at, count) in [
+        (0usize, 10usize),
+        (1, 2),
+        (537, 3000),
+        (2999, 3000),
+        (30_000, 60_000),
+        (59_999, 60_000),
+    ] {
         let file = s.file(&format!("f{bad_at}"), len).await;
         let mut items = updates(bad_at as u64, count, len, 100);
         items[bad_at] = (len - 3, Bytes::from_static(b"past the end"));
@@ -283,6 +291,43 @@ async fn sink_waits_for_a_lease_in_order_and_stays_bounded() {
         file.load(100_000 + last * 16, 1).await.unwrap()[0],
         tag(last)
     );
+}
+
+/// Several batches in flight, the first waiting for a lease: the later
+/// ones wait behind it (none of their items is applied meanwhile), then
+/// everything lands in the order sent (an item written twice keeps the
+/// later value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_batches_in_flight_keep_their_order_behind_a_waiting_one() {
+    let s = Scratch::new();
+    let file = s.file("f", 1 << 20).await;
+    let held = file.segment_mut(0, 8).await.unwrap();
+    let mut sink = file.update_sink().max_in_flight(8 << 20);
+    let mut items = vec![(0u64, Bytes::from_static(b"first..."))];
+    // Enough for several full batches, all over the same few slots.
+    for i in 0..40_000u64 {
+        items.push((4096 + (i % 64) * 8, Bytes::from(i.to_le_bytes().to_vec())));
+    }
+    items.push((0, Bytes::from_static(b"last....")));
+    let mut source = stream::iter(items.clone().into_iter().map(Ok));
+    let sending =
+        tokio::time::timeout(Duration::from_millis(300), sink.send_all(&mut source)).await;
+    assert!(sending.is_err(), "finished under a lease");
+    assert_eq!(
+        &file.load(4096, 512).await.unwrap()[..],
+        &[0u8; 512][..],
+        "an item behind the waiting batch was applied"
+    );
+    drop(held);
+    prompt("flush", sink.flush()).await.unwrap();
+    prompt("the rest", sink.send_all(&mut source))
+        .await
+        .unwrap();
+    assert_eq!(sink.applied(), items.len() as u64);
+    let mut model = vec![0u8; 8192];
+    apply(&mut model, &items);
+    assert_eq!(&file.load(0, 8192).await.unwrap()[..], &model[..]);
+    assert_eq!(&file.load(0, 8).await.unwrap()[..], b"last....");
 }
 
 /// An item larger than the bound is accepted once nothing else is held.

@@ -1,5 +1,5 @@
 //! Side-by-side benchmarks of `mmap-actor` against its peers, one workload
-//! per performance target (P1–P8, listed in docs/PERFORMANCE.md).
+//! per performance target (P1–P11, listed in docs/PERFORMANCE.md).
 //!
 //! Every workload runs our crate and its peers in the same process, one
 //! after the other, on the same files and sizes, and prints one table row
@@ -21,6 +21,7 @@ mod chart;
 mod latency;
 mod reads;
 mod scale;
+mod streams;
 mod throughput;
 mod util;
 
@@ -134,7 +135,7 @@ fn print_table(rows: &[Row]) {
 
 type Workload = fn(&Config) -> Vec<Row>;
 
-const WORKLOADS: [(&str, Workload); 8] = [
+const WORKLOADS: [(&str, Workload); 11] = [
     ("P1", throughput::p1),
     ("P2", throughput::p2),
     ("P3", throughput::p3),
@@ -143,6 +144,9 @@ const WORKLOADS: [(&str, Workload); 8] = [
     ("P6", latency::p6),
     ("P7", scale::p7),
     ("P8", reads::p8),
+    ("P9", streams::p9),
+    ("P10", streams::p10),
+    ("P11", streams::p11),
 ];
 
 fn main() {

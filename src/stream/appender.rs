@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Sink;
 use tokio::sync::watch;
 
-use super::pipe::{Landed, Launch, Launched, Pipe};
+use super::pipe::{whole, Landed, Launch, Launched, Pipe};
 use crate::actor::append::{Appended, Cursor};
 use crate::error::{Error, Result};
 use crate::MappedFile;
@@ -191,6 +191,8 @@ impl Appender {
                     appender: self.clone(),
                 },
                 super::sink::DEFAULT_MAX_IN_FLIGHT,
+                // One batch at a time: a failed append must stop the next.
+                1,
                 refused,
             ),
         }
@@ -337,8 +339,14 @@ impl Launch for Appends {
     type Item = Bytes;
     type Failure = Error;
 
+    const FULL: usize = BATCH_MAX;
+
     fn cost(item: &Bytes) -> usize {
         item.len() + std::mem::size_of::<Bytes>()
+    }
+
+    fn alone(_buffer: &VecDeque<Bytes>) -> bool {
+        true
     }
 
     fn launch(&mut self, buffer: &mut VecDeque<Bytes>) -> Launched<Error> {
@@ -355,7 +363,7 @@ impl Launch for Appends {
         }
         let count = records.len() as u64;
         let a = self.appender.clone();
-        let landed = Box::pin(async move {
+        let sent = whole(async move {
             let appended = (a.file)
                 .append_records(&a.cursor, records, a.grow_step, a.durable)
                 .await;
@@ -377,7 +385,7 @@ impl Launch for Appends {
                 },
             }
         });
-        Launched { landed, cost }
+        Launched { sent, cost }
     }
 
     fn error(_applied: u64, err: Error) -> Error {

@@ -1,21 +1,25 @@
-//! The state machine both sinks share: a buffer of accepted items, at most
-//! one batch of them in flight to the actor, and a bound on the bytes held.
+//! The state machine both sinks share: a buffer of accepted items, batches
+//! of them sent to the actor one after the other, and a bound on the bytes
+//! held.
 //!
 //! # Implementation notes
 //!
-//! - **One batch in flight.** The next batch is sent when the previous one
-//!   is answered, so nothing of one sink can overtake the rest of a batch
-//!   that waits for a lease, and a failing item stops everything after it.
-//!   While a batch travels, accepted items pile up in the buffer, so batches
-//!   grow by themselves when the actor is busy and stay small (low latency)
-//!   when it is not.
-//! - **Bounded memory.** `poll_ready` is pending while the items buffered
+//! - **Sending** is sequential: one batch is being sent (waiting for room
+//!   in the actor's channel) at a time, so batches reach the actor in the
+//!   order they were cut. Once sent, a batch waits for its answer while the
+//!   next is cut and sent: up to `max_batches` are answered in order. The
+//!   actor keeps them in order too (see `actor/batch.rs`).
+//! - **Batch size** adapts: a batch is cut at once when nothing is in
+//!   flight (low latency), otherwise once a full batch (`Launch::FULL`) has
+//!   piled up, or on a flush; so batches grow when the actor is busy.
+//! - **Bounded memory**: `poll_ready` is pending while the items buffered
 //!   and in flight cost `max_in_flight` or more (an item costs its bytes
 //!   plus its slot); a single item larger than the bound is accepted when
 //!   nothing else is held.
 //! - **Failure** is sticky: the failed item's error is returned once, by
-//!   whichever of `poll_ready`, `poll_flush` or `poll_close` sees it; the
-//!   items buffered behind it are dropped unapplied, and every later call
+//!   whichever of `poll_ready`, `poll_flush` or `poll_close` sees it; what
+//!   is buffered behind it is dropped unapplied, the batches in flight
+//!   behind it are abandoned (the actor refuses them), and every later call
 //!   fails with `Error::Closed`.
 
 use std::collections::VecDeque;
@@ -32,9 +36,16 @@ pub(crate) trait Launch: Unpin {
     type Item: Unpin;
     /// What a failed batch says about the item that failed.
     type Failure: Send + 'static;
+    /// Cut a batch without waiting once this much is buffered.
+    const FULL: usize;
 
     /// What an item counts against the in-flight bound.
     fn cost(item: &Self::Item) -> usize;
+
+    /// Whether the batch that `buffer` starts with must go alone, after
+    /// every batch before it is answered (it is not kept in order by the
+    /// actor).
+    fn alone(buffer: &VecDeque<Self::Item>) -> bool;
 
     /// Takes the next batch off the front of `buffer` (at least one item)
     /// and starts sending it.
@@ -45,9 +56,13 @@ pub(crate) trait Launch: Unpin {
     fn error(applied: u64, failure: Self::Failure) -> Error;
 }
 
-/// A batch on its way.
+/// A batch's answer, once it was sent.
+pub(crate) type Landing<F> = BoxFuture<'static, Landed<F>>;
+
+/// A batch being sent.
 pub(crate) struct Launched<F> {
-    pub(crate) landed: BoxFuture<'static, Landed<F>>,
+    /// Resolves once the batch is in the actor's channel, to its answer.
+    pub(crate) sent: BoxFuture<'static, Landing<F>>,
     /// What its items cost.
     pub(crate) cost: usize,
 }
@@ -72,21 +87,34 @@ pub(crate) struct Pipe<L: Launch> {
     launch: L,
     buffer: VecDeque<L::Item>,
     buffered: usize,
-    in_flight: Option<Launched<L::Failure>>,
+    /// The batch being sent, and its cost.
+    sending: Option<(BoxFuture<'static, Landing<L::Failure>>, usize)>,
+    /// Batches sent, oldest first, and their costs.
+    answers: VecDeque<(Landing<L::Failure>, usize)>,
+    in_flight: usize,
     max_in_flight: usize,
+    max_batches: usize,
     /// Items applied since the sink was made.
     applied: u64,
     state: State,
 }
 
 impl<L: Launch> Pipe<L> {
-    pub(crate) fn new(launch: L, max_in_flight: usize, refused: Option<Error>) -> Pipe<L> {
+    pub(crate) fn new(
+        launch: L,
+        max_in_flight: usize,
+        max_batches: usize,
+        refused: Option<Error>,
+    ) -> Pipe<L> {
         Pipe {
             launch,
             buffer: VecDeque::new(),
             buffered: 0,
-            in_flight: None,
+            sending: None,
+            answers: VecDeque::new(),
+            in_flight: 0,
             max_in_flight: max_in_flight.max(1),
+            max_batches: max_batches.max(1),
             applied: 0,
             state: refused.map_or(State::Open, State::Failed),
         }
@@ -105,9 +133,13 @@ impl<L: Launch> Pipe<L> {
         self.applied
     }
 
-    /// The items held: buffered and in flight (what the bound limits).
+    /// What is held: buffered and in flight (what the bound limits).
     pub(crate) fn held(&self) -> usize {
-        self.buffered + self.in_flight.as_ref().map_or(0, |f| f.cost)
+        self.buffered + self.in_flight
+    }
+
+    fn is_idle(&self) -> bool {
+        self.sending.is_none() && self.answers.is_empty()
     }
 
     /// The sticky state: an unreported failure is returned now (and the
@@ -123,27 +155,31 @@ impl<L: Launch> Pipe<L> {
         }
     }
 
-    /// Records a failure (reported by the caller now); what is buffered is
-    /// dropped unapplied.
+    /// Records a failure (reported by the caller now): what is buffered is
+    /// dropped unapplied, and the batches in flight are abandoned.
     pub(crate) fn fail(&mut self, err: Error) -> Error {
         self.state = State::Closed;
         self.buffer.clear();
         self.buffered = 0;
-        self.in_flight = None;
+        self.sending = None;
+        self.answers.clear();
+        self.in_flight = 0;
         err
     }
 
-    /// Drives the batch in flight and sends the next one while items wait:
-    /// returns once a batch is in flight and pending (its waker is
-    /// registered) or nothing is left to send.
-    fn poll_progress(&mut self, cx: &mut Context<'_>) -> Result<()> {
+    /// Takes in the answers that came, in order, sends batches while items
+    /// wait (see the module docs for when), and returns once nothing more
+    /// can be done now (every pending step has registered its waker).
+    /// `flushing`: cut a batch of whatever is buffered.
+    fn poll_progress(&mut self, cx: &mut Context<'_>, flushing: bool) -> Result<()> {
         loop {
             self.check()?;
-            if let Some(flight) = self.in_flight.as_mut() {
-                let Poll::Ready(landed) = flight.landed.as_mut().poll(cx) else {
-                    return Ok(());
+            while let Some((landing, cost)) = self.answers.front_mut() {
+                let Poll::Ready(landed) = landing.as_mut().poll(cx) else {
+                    break;
                 };
-                self.in_flight = None;
+                self.in_flight -= *cost;
+                self.answers.pop_front();
                 let before = self.applied;
                 self.applied += landed.applied;
                 if let Some(failure) = landed.failed {
@@ -152,18 +188,32 @@ impl<L: Launch> Pipe<L> {
                     return Err(self.fail(err));
                 }
             }
-            if self.buffer.is_empty() {
+            if let Some((sending, cost)) = self.sending.as_mut() {
+                let Poll::Ready(landing) = sending.as_mut().poll(cx) else {
+                    return Ok(());
+                };
+                let cost = *cost;
+                self.sending = None;
+                self.answers.push_back((landing, cost));
+                continue;
+            }
+            let cut = !self.buffer.is_empty()
+                && self.answers.len() < self.max_batches
+                && (self.answers.is_empty()
+                    || (!L::alone(&self.buffer) && (flushing || self.buffered >= L::FULL)));
+            if !cut {
                 return Ok(());
             }
             let launched = self.launch.launch(&mut self.buffer);
             self.buffered = self.buffered.saturating_sub(launched.cost);
-            self.in_flight = Some(launched);
+            self.in_flight += launched.cost;
+            self.sending = Some((launched.sent, launched.cost));
         }
     }
 
     /// `Sink::poll_ready`: room for one more item.
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.poll_progress(cx)?;
+        self.poll_progress(cx, false)?;
         let held = self.held();
         if held < self.max_in_flight || held == 0 {
             Poll::Ready(Ok(()))
@@ -182,11 +232,11 @@ impl<L: Launch> Pipe<L> {
 
     /// Every accepted item sent and answered.
     pub(crate) fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.poll_progress(cx)?;
-        if self.in_flight.is_some() {
-            Poll::Pending
-        } else {
+        self.poll_progress(cx, true)?;
+        if self.buffer.is_empty() && self.is_idle() {
             Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
         }
     }
 
@@ -203,7 +253,10 @@ impl<L: Launch> Pipe<L> {
     pub(crate) fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct(name)
             .field("buffered", &self.buffer.len())
-            .field("in_flight", &self.in_flight.is_some())
+            .field(
+                "batches_in_flight",
+                &(self.answers.len() + usize::from(self.sending.is_some())),
+            )
             .field("held_bytes", &self.held())
             .field("max_in_flight", &self.max_in_flight)
             .field("applied", &self.applied)
@@ -215,4 +268,15 @@ impl<L: Launch> Pipe<L> {
 /// Polls a pinned boxed future in place (for the sinks' extra steps).
 pub(crate) fn poll_boxed<T>(fut: &mut BoxFuture<'static, T>, cx: &mut Context<'_>) -> Poll<T> {
     Pin::new(fut).poll(cx)
+}
+
+/// A batch whose sending is the whole call (an `update`, an append): it is
+/// answered once sent.
+pub(crate) fn whole<F: Send + 'static>(
+    call: impl Future<Output = Landed<F>> + Send + 'static,
+) -> BoxFuture<'static, Landing<F>> {
+    Box::pin(async move {
+        let landed = call.await;
+        Box::pin(std::future::ready(landed)) as Landing<F>
+    })
 }

@@ -9,7 +9,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::Sink;
 
-use super::pipe::{poll_boxed, Landed, Launch, Launched, Pipe};
+use std::sync::Arc;
+
+use super::pipe::{poll_boxed, whole, Landed, Landing, Launch, Launched, Pipe};
+use crate::actor::batch::Line;
 use crate::error::{Error, Result};
 use crate::{MappedFile, INLINE_COPY_MAX};
 
@@ -19,10 +22,15 @@ use crate::{MappedFile, INLINE_COPY_MAX};
 /// a sink's memory small.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1 << 20;
 
-/// A batch carries at most this much (items and their slots), so that the
-/// actor applies it in tens of microseconds and never holds its thread
-/// long; a larger item travels alone, as one `update`.
-const BATCH_MAX: usize = INLINE_COPY_MAX;
+/// A batch carries at most this much (items and their slots): the actor
+/// applies it in some tens of microseconds (a copy of this size, or about
+/// 4,000 small items), so it never holds its thread long. An item larger
+/// than [`INLINE_COPY_MAX`] travels alone, as one `update`.
+const BATCH_MAX: usize = 256 * 1024;
+
+/// Batches a sink has in flight at most (sent, not yet answered): enough
+/// that the actor finds the next one waiting when it is done with one.
+const MAX_BATCHES: usize = 4;
 
 /// What an item costs against the bound besides its bytes: its slot.
 const ITEM_COST: usize = std::mem::size_of::<(u64, Bytes)>();
@@ -61,8 +69,12 @@ impl MappedFile {
         });
         UpdateSink {
             pipe: Pipe::new(
-                Updates { file: self.clone() },
+                Updates {
+                    file: self.clone(),
+                    line: Arc::new(Line::default()),
+                },
                 DEFAULT_MAX_IN_FLIGHT,
+                MAX_BATCHES,
                 refused,
             ),
             file: self.clone(),
@@ -214,6 +226,8 @@ impl fmt::Debug for UpdateSink {
 /// How an update sink sends: batches, and large items alone.
 struct Updates {
     file: MappedFile,
+    /// Keeps the sink's batches in order in the actor.
+    line: Arc<Line>,
 }
 
 impl Launch for Updates {
@@ -221,8 +235,16 @@ impl Launch for Updates {
     /// The failed item's offset and the cause.
     type Failure = (u64, Error);
 
+    const FULL: usize = BATCH_MAX;
+
     fn cost(item: &(u64, Bytes)) -> usize {
         item.1.len() + ITEM_COST
+    }
+
+    fn alone(buffer: &VecDeque<(u64, Bytes)>) -> bool {
+        buffer
+            .front()
+            .is_some_and(|(_, data)| data.len() > INLINE_COPY_MAX)
     }
 
     fn launch(&mut self, buffer: &mut VecDeque<(u64, Bytes)>) -> Launched<Self::Failure> {
@@ -230,7 +252,7 @@ impl Launch for Updates {
         let (offset, data) = buffer.pop_front().expect("a batch of at least one item");
         let mut cost = data.len() + ITEM_COST;
         if data.len() > INLINE_COPY_MAX {
-            let landed = Box::pin(async move {
+            let sent = whole(async move {
                 match file.update(offset, data).await {
                     Ok(()) => Landed {
                         applied: 1,
@@ -242,7 +264,7 @@ impl Launch for Updates {
                     },
                 }
             });
-            return Launched { landed, cost };
+            return Launched { sent, cost };
         }
         let mut items = vec![(offset, data)];
         while let Some(next) = buffer.front() {
@@ -253,22 +275,36 @@ impl Launch for Updates {
             cost += c;
             items.extend(buffer.pop_front());
         }
+        let line = Arc::downgrade(&self.line);
         let first = offset;
-        let landed = Box::pin(async move {
-            match file.apply_batch(items).await {
-                Ok(done) => Landed {
-                    applied: done.applied as u64,
-                    failed: done.failed,
-                },
-                // The request itself failed (closed, panicked): report it
-                // at the batch's first item.
-                Err(err) => Landed {
+        let sent = Box::pin(async move {
+            let landing: Landing<Self::Failure> = match file.send_batch(items, line).await {
+                Ok(answer) => Box::pin(async move {
+                    match answer.await {
+                        Ok(done) => {
+                            // Freed here, on the task that allocated them.
+                            drop(done.items);
+                            Landed {
+                                applied: done.applied as u64,
+                                failed: done.failed,
+                            }
+                        }
+                        // The request itself failed (closed, panicked):
+                        // report it at the batch's first item.
+                        Err(err) => Landed {
+                            applied: 0,
+                            failed: Some((first, err)),
+                        },
+                    }
+                }),
+                Err(err) => Box::pin(std::future::ready(Landed {
                     applied: 0,
                     failed: Some((first, err)),
-                },
-            }
+                })),
+            };
+            landing
         });
-        Launched { landed, cost }
+        Launched { sent, cost }
     }
 
     fn error(applied: u64, (offset, source): Self::Failure) -> Error {
