@@ -135,7 +135,7 @@ fn print_table(rows: &[Row]) {
 
 type Workload = fn(&Config) -> Vec<Row>;
 
-const WORKLOADS: [(&str, Workload); 11] = [
+const WORKLOADS: [(&str, Workload); 12] = [
     ("P1", throughput::p1),
     ("P2", throughput::p2),
     ("P3", throughput::p3),
@@ -144,6 +144,7 @@ const WORKLOADS: [(&str, Workload); 11] = [
     ("P6", latency::p6),
     ("P7", scale::p7),
     ("P8", reads::p8),
+    ("P1S", streams::p1s),
     ("P9", streams::p9),
     ("P10", streams::p10),
     ("P11", streams::p11),

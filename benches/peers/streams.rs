@@ -405,3 +405,59 @@ pub(crate) fn p11(cfg: &Config) -> Vec<Row> {
     }
     rows
 }
+
+// ---------------------------------------------------------------- P1S
+
+const P1S_LEN: u64 = 64 * MIB;
+const P1S_TASKS: u64 = 64;
+/// The subscription watches the last MiB; the updates go everywhere else.
+const P1S_WATCHED: u64 = P1S_LEN - MIB;
+
+/// P1's loop (64 tasks, 64 B random updates) over the first 63 MiB, with or
+/// without a subscription of the last MiB.
+async fn p1s_run(path: PathBuf, per_task: u64, subscribed: bool) -> f64 {
+    let file = p10_file(&path).await;
+    let sub = subscribed.then(|| file.subscribe(P1S_WATCHED..P1S_LEN));
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for t in 0..P1S_TASKS {
+        let file = file.clone();
+        set.spawn(async move {
+            let mut rng = Rng::new(t);
+            let mut buf = [t as u8; 64];
+            for i in 0..per_task {
+                buf[..8].copy_from_slice(&i.to_le_bytes());
+                let off = rng.below(P1S_WATCHED / 64) * 64;
+                file.update(off, Bytes::copy_from_slice(&buf))
+                    .await
+                    .expect("update");
+            }
+        });
+    }
+    join_all(set).await;
+    let elapsed = start.elapsed();
+    drop(sub);
+    file.close().await.expect("close");
+    remove(&path);
+    rate(P1S_TASKS * per_task, elapsed)
+}
+
+/// P1 with one subscription on a disjoint range: the small updates keep
+/// going direct.
+pub(crate) fn p1s(cfg: &Config) -> Vec<Row> {
+    let per_task = cfg.pick(2_000, 200);
+    let rt = multi_thread(2);
+    let (mut plain, mut subscribed) = (0f64, 0f64);
+    for _ in 0..5 {
+        plain = plain.max(rt.block_on(p1s_run(cfg.path("p1s"), per_task, false)));
+        subscribed = subscribed.max(rt.block_on(p1s_run(cfg.path("p1s"), per_task, true)));
+    }
+    let w = format!(
+        "P1 (64 B random updates, 64 tasks × {per_task}, 2 workers) over the first 63 MiB, one subscription of the last MiB (ratio = with / without)"
+    );
+    vec![Row::new("P1S", &w)
+        .ours(fmt_ops(subscribed))
+        .peer("the same loop without the subscription", fmt_ops(plain))
+        .ratio(fmt_ratio(subscribed / plain))
+        .target("≥ 0.8×", Met::from(subscribed / plain >= 0.8))]
+}
