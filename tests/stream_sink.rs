@@ -244,13 +244,10 @@ async fn sink_waits_for_a_lease_in_order_and_stays_bounded() {
         (off, Bytes::from(vec![tag(i); 16]))
     };
     let mut accepted = 0u64;
-    loop {
-        // `feed` returns once the item is accepted; it is pending while the
-        // sink holds its bound.
-        match sink.feed(item(accepted)).now_or_never() {
-            Some(r) => r.unwrap(),
-            None => break,
-        }
+    // `feed` returns once the item is accepted; it is pending while the
+    // sink holds its bound.
+    while let Some(fed) = sink.feed(item(accepted)).now_or_never() {
+        fed.unwrap();
         accepted += 1;
         assert!(accepted < 100_000, "the sink never pushed back");
         if accepted % 64 == 0 {

@@ -272,6 +272,8 @@ pub(crate) fn poll_boxed<T>(fut: &mut BoxFuture<'static, T>, cx: &mut Context<'_
 
 /// A batch whose sending is the whole call (an `update`, an append): it is
 /// answered once sent.
+// Sending resolves to the answer's future on purpose (two steps).
+#[allow(clippy::async_yields_async)]
 pub(crate) fn whole<F: Send + 'static>(
     call: impl Future<Output = Landed<F>> + Send + 'static,
 ) -> BoxFuture<'static, Landing<F>> {

@@ -247,6 +247,8 @@ impl Launch for Updates {
             .is_some_and(|(_, data)| data.len() > INLINE_COPY_MAX)
     }
 
+    // Sending resolves to the answer's future on purpose (two steps).
+    #[allow(clippy::async_yields_async)]
     fn launch(&mut self, buffer: &mut VecDeque<(u64, Bytes)>) -> Launched<Self::Failure> {
         let file = self.file.clone();
         let (offset, data) = buffer.pop_front().expect("a batch of at least one item");
