@@ -678,3 +678,20 @@ fn appender_crash_keeps_every_acknowledged_record() {
     }
     println!("appender crash: {runs} SIGKILLed runs, {total_acked} acknowledged records, 0 lost");
 }
+
+/// `Appender` is `Clone + Send + Sync + 'static`, its futures are `Send`,
+/// its sink `Send + Unpin + 'static`.
+#[test]
+fn appender_auto_traits() {
+    fn send_sync_clone_static<T: Send + Sync + Clone + 'static>() {}
+    send_sync_clone_static::<mmap_actor::Appender>();
+    fn send_unpin_static<T: Send + Unpin + 'static>() {}
+    send_unpin_static::<mmap_actor::AppendSink>();
+    fn send_future<F: std::future::Future + Send>(_: F) {}
+    #[allow(dead_code, clippy::let_underscore_future)]
+    fn futures(log: mmap_actor::Appender) {
+        send_future(log.append(vec![1u8]));
+        send_future(log.append_vectored(&[b"a"]));
+        send_future(log.flush());
+    }
+}

@@ -576,3 +576,16 @@ fn sink_plain_flush_is_no_sync() {
         "creation only: {counts:?}"
     );
 }
+
+/// A sink is `Send`, `Unpin` and `'static` (it can live in a spawned task);
+/// its `send` future is `Send`.
+#[test]
+fn sink_auto_traits() {
+    fn send_unpin_static<T: Send + Unpin + 'static>() {}
+    send_unpin_static::<mmap_actor::UpdateSink>();
+    fn send_future<F: std::future::Future + Send>(_: F) {}
+    #[allow(dead_code, clippy::let_underscore_future)]
+    fn futures(mut sink: mmap_actor::UpdateSink) {
+        send_future(async move { sink.send((0, Bytes::new())).await });
+    }
+}

@@ -514,3 +514,14 @@ async fn subscribe_from_many_tasks() {
         assert_eq!(tokio::time::timeout(PROMPT, r).await.unwrap().unwrap(), 500);
     }
 }
+
+/// `Subscription` is `Send + Sync + Unpin + 'static`; `Change` is
+/// `Send + Sync + Clone`.
+#[test]
+fn subscribe_auto_traits() {
+    fn send_sync_unpin_static<T: Send + Sync + Unpin + 'static>() {}
+    send_sync_unpin_static::<Subscription>();
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    send_sync_clone::<Change>();
+    send_sync_clone::<ChangeKind>();
+}
