@@ -34,8 +34,9 @@ pub(crate) enum Request {
     /// A close: the actor stops serving and answers after its final flush.
     Close { reply: Reply<()> },
     /// Records to append at an appender's cursor: awaited by the actor (it
-    /// may grow the file first).
-    Append(AppendRequest),
+    /// may grow the file first). Boxed, so that every envelope (and every
+    /// channel slot) stays as small as without appenders.
+    Append(Box<AppendRequest>),
 }
 
 /// The requests the actor serves inline, once admitted by the lease table.

@@ -203,7 +203,7 @@ fn grown_len(len: u64, end: u64, step: u64) -> u64 {
 impl Actor {
     /// Serves an append: reserves its place (growing the file first if it
     /// must), then writes it, or queues it in its place.
-    pub(super) async fn append(&mut self, index: usize, mut req: AppendRequest, owner: Owner) {
+    pub(super) async fn append(&mut self, index: usize, mut req: Box<AppendRequest>, owner: Owner) {
         let mode = self.opens[index].mode();
         if !mode.is_writable() {
             return req.fail(Error::ReadOnly { op: "append", mode });
@@ -288,7 +288,7 @@ impl Actor {
     /// Writes the request's records at `at` (its reserved place, whose
     /// bytes are clear), publishes them, and answers (a durable request
     /// once the group commit has synced it).
-    async fn write_append(&mut self, index: usize, at: u64, req: AppendRequest, owner: Owner) {
+    async fn write_append(&mut self, index: usize, at: u64, req: Box<AppendRequest>, owner: Owner) {
         let total = req.len();
         let end = at + total;
         let written = self

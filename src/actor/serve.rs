@@ -23,7 +23,7 @@ pub(super) enum Admitted {
         reset: bool,
         reply: Reply<()>,
     },
-    Append(AppendRequest),
+    Append(Box<AppendRequest>),
 }
 
 impl Admitted {
@@ -292,7 +292,11 @@ impl Actor {
                 let _ = reply.send(result);
             }
             Admitted::Append(append) => {
-                self.append(index, append, owner).instrument(span).await;
+                // Boxed: its future (a grow, a pool copy) would otherwise
+                // grow every actor's task, appending or not (P7).
+                Box::pin(self.append(index, append, owner))
+                    .instrument(span)
+                    .await;
             }
             Admitted::Inline(op) => {
                 let _enter = span.enter();

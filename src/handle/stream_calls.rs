@@ -79,9 +79,9 @@ impl MappedFile {
             OnConflict::Wait,
             request_span("append", cursor.position(), len),
             |reply| {
-                Request::Append(AppendRequest::new(
+                Request::Append(Box::new(AppendRequest::new(
                     cursor, records, grow_step, durable, reply,
-                ))
+                )))
             },
         )
         .await
