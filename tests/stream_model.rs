@@ -172,7 +172,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // `PROPTEST_CASES` sets the number of cases (default 48).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn stream_model_file_and_subscription_match_a_vec(ops in prop::collection::vec(op(), 1..60)) {
         let rt = tokio::runtime::Builder::new_multi_thread()

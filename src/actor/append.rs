@@ -190,6 +190,11 @@ impl Appends {
     }
 }
 
+/// The actor's cursors, made on first use.
+fn cursors(slot: &mut Option<Box<Appends>>) -> &mut Appends {
+    slot.get_or_insert_with(Box::default)
+}
+
 /// The length a file of `len` bytes grows to so that `end` fits: whole
 /// steps of `step`.
 fn grown_len(len: u64, end: u64, step: u64) -> u64 {
@@ -210,12 +215,12 @@ impl Actor {
         }
         if let Some(at) = req.reserved {
             // Out of the queue: its bytes are free now.
-            let state = self.appends.state(&req.cursor);
+            let state = cursors(&mut self.appends).state(&req.cursor);
             state.queued -= 1;
             return self.write_append(index, at, req, owner).await;
         }
         let total = req.len();
-        let at = self.appends.state(&req.cursor).next;
+        let at = cursors(&mut self.appends).state(&req.cursor).next;
         let file_len = self.opens[index].current.len();
         let Some(end) = at.checked_add(total) else {
             return req.fail(Error::OutOfBounds {
@@ -229,7 +234,7 @@ impl Actor {
                 return req.fail(err);
             }
         }
-        let state = self.appends.state(&req.cursor);
+        let state = cursors(&mut self.appends).state(&req.cursor);
         state.next = end;
         req.reserved = Some(at);
         let record = Footprint::new(ByteRange { start: at, end }, Access::Write);
@@ -297,7 +302,7 @@ impl Actor {
         if let Err(err) = written {
             // Nothing reserved after it can have been written: give the
             // place back if nothing was reserved after it either.
-            let state = self.appends.state(&req.cursor);
+            let state = cursors(&mut self.appends).state(&req.cursor);
             if state.next == end {
                 state.next = at;
             }

@@ -113,8 +113,9 @@ pub(crate) struct Actor {
     commit: GroupCommit<Flusher>,
     /// The sync of the group commit's current batch, on the blocking pool.
     syncing: Option<blocking::Task<()>>,
-    /// The appenders' cursors.
-    appends: append::Appends,
+    /// The appenders' cursors, made by the first append (most mappings
+    /// never append).
+    appends: Option<Box<append::Appends>>,
 }
 
 impl std::fmt::Debug for MappingActor {
@@ -149,7 +150,7 @@ impl MappingActor {
                 hold: None,
                 commit: GroupCommit::default(),
                 syncing: None,
-                appends: append::Appends::default(),
+                appends: None,
             })),
         }
     }

@@ -114,11 +114,12 @@ impl Actor {
             .table
             .clear(&Footprint::new(ByteRange::tail(cut), Access::Write));
         tracing::debug!(old_len, new_len, opens = others.len() + 1, "resize");
-        let before = self.lengths();
         let outcome = blocking::run("resize", move || {
             Ok(resize_blocking(&file, &path, change, keep, others, cleared))
         })
         .await?;
+        // Still the old generations: the lengths the change starts from.
+        let before = self.lengths();
         if let Some(generation) = outcome.generation {
             // The file has its new length: map it, even if the sync failed.
             self.replace_generation(index, Arc::new(generation)).await;

@@ -9,11 +9,12 @@
 //!   each its `seq`. Changes to the same bytes are published in the order
 //!   they were applied, because the lease table orders their writers.
 //! - A mapping that never subscribes pays one atomic load per write
-//!   (`count`, which stays 0) and nothing else: no allocation, no lock.
+//!   (`count`, which stays 0) and nothing else: no allocation, no lock, 24
+//!   bytes in its `Shared` (the rest is allocated by the first subscription).
 //! - The direct path (small updates copied by the calling task, which the
 //!   actor never sees) asks [`Feed::watches`] first and goes through the
 //!   actor when a subscription covers its bytes. `count`, `lo` and `hi` are
-//!   plain atomics written under the lock: `count` last on subscribe, so an
+//!   plain atomics written under the lock: `count` last, so an
 //!   update that happens after `subscribe` returned sees the new hull. A
 //!   reader racing a change of the hull may see `lo` and `hi` from
 //!   different moments, but every subscription that exists throughout lies
@@ -28,7 +29,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 
 use bytes::Bytes;
@@ -85,6 +86,13 @@ impl Draft {
 pub(crate) struct Feed {
     /// Live subscriptions (0: nothing to publish, the direct path is free).
     count: AtomicU64,
+    /// The rest, made by the first subscription (or by the end): a mapping
+    /// that never subscribes holds only `count` and this empty cell.
+    inner: OnceLock<Box<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
     /// Live subscriptions that want the changed bytes.
     with_data: AtomicU64,
     /// The hull `[lo, hi)` of the live subscriptions' ranges.
@@ -173,19 +181,32 @@ impl Feed {
 
     /// Whether a live subscription wants the changed bytes.
     pub(crate) fn wants_bytes(&self) -> bool {
-        self.with_data.load(Ordering::Acquire) != 0
+        self.is_watched()
+            && self
+                .inner
+                .get()
+                .is_some_and(|i| i.with_data.load(Ordering::Acquire) != 0)
+    }
+
+    fn inner(&self) -> &Inner {
+        self.inner.get_or_init(Box::default)
+    }
+
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        lock(&self.inner().hub)
     }
 
     /// Whether a subscription may cover a byte of `[offset, offset + len)`:
     /// a direct update of those bytes must go through the actor, which
     /// publishes it. Conservative (the hull of every subscription's range).
     pub(crate) fn watches(&self, offset: u64, len: u64) -> bool {
-        if !self.is_watched() {
+        // `count` is stored after the hull, and only once `inner` exists.
+        let Some(inner) = self.inner.get().filter(|_| self.is_watched()) else {
             return false;
-        }
+        };
         let (lo, hi) = (
-            self.lo.load(Ordering::Acquire),
-            self.hi.load(Ordering::Acquire),
+            inner.lo.load(Ordering::Acquire),
+            inner.hi.load(Ordering::Acquire),
         );
         len > 0 && offset < hi && lo < offset.saturating_add(len)
     }
@@ -198,7 +219,7 @@ impl Feed {
             return None;
         }
         let end = offset.saturating_add(len);
-        let hub = lock(&self.hub);
+        let hub = self.hub();
         let mut hull: Option<(u64, u64)> = None;
         for sub in hub.subs.iter().filter(|s| s.with_data) {
             let (from, to) = (sub.start.max(offset), sub.end.min(end));
@@ -220,7 +241,7 @@ impl Feed {
         end: u64,
         with_data: bool,
     ) -> Option<Arc<Subscriber>> {
-        let mut hub = lock(&self.hub);
+        let mut hub = self.hub();
         if hub.ended {
             return None;
         }
@@ -237,7 +258,7 @@ impl Feed {
 
     /// Removes a subscription (its stream was dropped).
     pub(crate) fn unsubscribe(&self, sub: &Arc<Subscriber>) {
-        let mut hub = lock(&self.hub);
+        let mut hub = self.hub();
         hub.subs.retain(|s| !Arc::ptr_eq(s, sub));
         self.publish_hull(&hub);
     }
@@ -248,9 +269,10 @@ impl Feed {
         let lo = hub.subs.iter().map(|s| s.start).min().unwrap_or(u64::MAX);
         let hi = hub.subs.iter().map(|s| s.end).max().unwrap_or(0);
         let with_data = hub.subs.iter().filter(|s| s.with_data).count();
-        self.lo.store(lo, Ordering::Release);
-        self.hi.store(hi, Ordering::Release);
-        self.with_data.store(with_data as u64, Ordering::Release);
+        let inner = self.inner();
+        inner.lo.store(lo, Ordering::Release);
+        inner.hi.store(hi, Ordering::Release);
+        inner.with_data.store(with_data as u64, Ordering::Release);
         self.count.store(hub.subs.len() as u64, Ordering::Release);
     }
 
@@ -262,7 +284,7 @@ impl Feed {
         }
         let mut wake = Vec::new();
         {
-            let mut hub = lock(&self.hub);
+            let mut hub = self.hub();
             if hub.ended {
                 return;
             }
@@ -323,11 +345,12 @@ impl Feed {
     }
 
     /// The mapping closed: every subscription ends once it has taken what
-    /// it holds, and later ones end at once.
+    /// it holds, and later ones end at once. (It makes the inner part if
+    /// none exists, so that a subscription racing the end finds it ended.)
     pub(crate) fn end(&self) {
         let mut wake = Vec::new();
         {
-            let mut hub = lock(&self.hub);
+            let mut hub = self.hub();
             hub.ended = true;
             for sub in &hub.subs {
                 let mut inbox = sub.inbox();
