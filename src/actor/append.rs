@@ -324,7 +324,7 @@ impl Actor {
                     d
                 })
                 .collect();
-            feed.publish(&drafts);
+            feed.publish(drafts);
         }
         let synced = req.durable.then(|| {
             let (tx, rx) = oneshot::channel();

@@ -237,7 +237,7 @@ impl Actor {
             }
             batch.next += 1;
         }
-        self.opens[index].shared.feed.publish(&drafts);
+        self.opens[index].shared.feed.publish(drafts);
         tracing::trace!(applied = batch.next, "batch");
         outcome
     }

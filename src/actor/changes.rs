@@ -35,7 +35,7 @@ impl Actor {
             Some(bytes) => Draft::with_bytes(offset, kind, bytes),
             None => Draft::new(offset, len, kind),
         };
-        feed.publish(&[draft]);
+        feed.publish(vec![draft]);
     }
 
     /// Reports a change whose new bytes are in the mapping (a `modify`):
@@ -59,12 +59,7 @@ impl Actor {
             open.current.read(cleared, from, &mut buf);
             (from, Bytes::from(buf))
         });
-        feed.publish(&[Draft {
-            offset,
-            len,
-            kind,
-            data,
-        }]);
+        feed.publish(vec![Draft::with_data(offset, len, kind, data)]);
     }
 
     /// The length of every open, before a resize (see [`resized`](Self::resized)).

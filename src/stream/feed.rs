@@ -21,11 +21,18 @@
 //!   inside both the old and the new hull, so any mix of them still covers
 //!   it; only the subscription being added or removed may miss the racing
 //!   update, which was concurrent with it.
-//! - Each subscription has its own inbox of at most [`CAPACITY`] changes:
-//!   a full inbox drops its oldest change and counts it, and the reader
-//!   gets one `Error::Lagged { missed }` before the oldest change still
-//!   held (tokio `broadcast` semantics, per subscription, so a quiet range
-//!   never lags because of a busy one).
+//! - Changes published together (a batch's items) are one [`Published`]
+//!   list, shared by the subscriptions that report enough of it; one that
+//!   reports less than a quarter keeps a copy of its own changes instead.
+//!   Publishing costs a reference (or that small copy) per subscription,
+//!   not a copy per change; each subscription picks its changes out of the
+//!   list as it yields them.
+//! - Each subscription's inbox holds at most [`CAPACITY`] changes that it
+//!   reports: beyond that it drops its oldest and counts them, and the
+//!   reader gets one `Error::Lagged { missed }` before the oldest change
+//!   still held (tokio `broadcast` semantics, per subscription, so a quiet
+//!   range never lags because of a busy one). It holds about four times
+//!   that many changes at most (those of other ranges in shared lists).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,17 +43,20 @@ use bytes::Bytes;
 
 use super::subscribe::{Change, ChangeKind};
 
-/// Changes one subscription buffers before it lags: each costs about 100
-/// bytes, so a subscription that stops reading holds at most about 100 KiB
-/// in its inbox (plus as much again taken but not yet yielded), and the
-/// data of the changes it holds.
+/// Changes one subscription buffers before it lags. A change costs about
+/// 100 bytes, and a subscription may share lists that also hold changes of
+/// other ranges (up to about four times as many): one that stops reading
+/// holds a few hundred KiB at most (twice that with what it took but has
+/// not yielded yet), plus the data of the changes it holds.
 pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 
 const CAPACITY: usize = SUBSCRIPTION_CAPACITY;
 
 /// One change about to be published.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Draft {
+    /// Given by the feed when published.
+    seq: u64,
     pub(crate) offset: u64,
     pub(crate) len: u64,
     pub(crate) kind: ChangeKind,
@@ -59,6 +69,7 @@ impl Draft {
     /// A change without its bytes.
     pub(crate) fn new(offset: u64, len: u64, kind: ChangeKind) -> Draft {
         Draft {
+            seq: 0,
             offset,
             len,
             kind,
@@ -69,10 +80,28 @@ impl Draft {
     /// A change whose new bytes are `bytes`, all of them.
     pub(crate) fn with_bytes(offset: u64, kind: ChangeKind, bytes: &Bytes) -> Draft {
         Draft {
+            seq: 0,
             offset,
             len: bytes.len() as u64,
             kind,
             data: Some((offset, bytes.clone())),
+        }
+    }
+
+    /// A change with the new bytes of `[at, at + bytes.len())`, a part of
+    /// it (or none).
+    pub(crate) fn with_data(
+        offset: u64,
+        len: u64,
+        kind: ChangeKind,
+        data: Option<(u64, Bytes)>,
+    ) -> Draft {
+        Draft {
+            seq: 0,
+            offset,
+            len,
+            kind,
+            data,
         }
     }
 
@@ -119,13 +148,35 @@ pub(crate) struct Subscriber {
     inbox: Mutex<Inbox>,
 }
 
+/// Changes published together (a batch's items, one update), shared by
+/// every subscription that reports enough of them: publishing costs one
+/// reference per subscription, not one copy per change. A subscription
+/// that reports few of them (less than a quarter) keeps a copy of just
+/// those instead, so that what it holds stays proportional to what it
+/// reports.
+#[derive(Debug)]
+pub(crate) struct Published {
+    drafts: Vec<Draft>,
+}
+
+/// A subscription's place in a [`Published`] batch.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    published: Arc<Published>,
+    /// The next draft to look at.
+    next: usize,
+}
+
 /// What a subscription has not taken yet.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
-    pub(crate) changes: VecDeque<Change>,
+    pub(crate) segments: VecDeque<Segment>,
+    /// Changes of `segments` this subscription reports (what the capacity
+    /// bounds).
+    held: usize,
     /// Changes dropped because the inbox was full, not yet reported.
     pub(crate) missed: u64,
-    /// The mapping is closed: once `changes` is empty, the stream ends.
+    /// The mapping is closed: once `segments` is empty, the stream ends.
     pub(crate) ended: bool,
     pub(crate) waker: Option<Waker>,
 }
@@ -140,8 +191,9 @@ impl Subscriber {
         lock(&self.inbox)
     }
 
-    fn overlaps(&self, d: &Draft) -> bool {
-        d.offset < self.end && self.start < d.end()
+    /// Whether this subscription reports `d` (a resize touches every one).
+    fn reports(&self, d: &Draft) -> bool {
+        matches!(d.kind, ChangeKind::Resize { .. }) || (d.offset < self.end && self.start < d.end())
     }
 
     /// The change as this subscription reports it: its bytes cut to the
@@ -160,15 +212,53 @@ impl Subscriber {
         };
         Change::new(seq, d.offset, d.len, d.kind, data)
     }
+
+    /// The next change this subscription reports out of `segments`, taken
+    /// from the front.
+    pub(crate) fn take(&self, segments: &mut VecDeque<Segment>) -> Option<Change> {
+        while let Some(seg) = segments.front_mut() {
+            let drafts = &seg.published.drafts;
+            while let Some(d) = drafts.get(seg.next) {
+                seg.next += 1;
+                if self.reports(d) {
+                    return Some(self.change(d.seq, d));
+                }
+            }
+            segments.pop_front();
+        }
+        None
+    }
 }
 
 impl Inbox {
-    fn push(&mut self, change: Change) {
-        if self.changes.len() >= CAPACITY {
-            self.changes.pop_front();
+    /// Adds the `count` changes of `published` this subscription reports;
+    /// beyond the capacity, the oldest are dropped and counted.
+    fn push(&mut self, sub: &Subscriber, published: &Arc<Published>, count: usize) {
+        let published = if count * 4 < published.drafts.len() {
+            let mine = published.drafts.iter().filter(|d| sub.reports(d));
+            Arc::new(Published {
+                drafts: mine.cloned().collect(),
+            })
+        } else {
+            Arc::clone(published)
+        };
+        self.segments.push_back(Segment { published, next: 0 });
+        self.held += count;
+        while self.held > CAPACITY && sub.take(&mut self.segments).is_some() {
+            self.held -= 1;
             self.missed += 1;
         }
-        self.changes.push_back(change);
+    }
+
+    /// Takes everything held (the subscription yields it outside the lock).
+    pub(crate) fn take_all(&mut self, into: &mut VecDeque<Segment>) {
+        std::mem::swap(into, &mut self.segments);
+        self.held = 0;
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.segments.is_empty()
     }
 }
 
@@ -278,7 +368,7 @@ impl Feed {
 
     /// Publishes `drafts`, in order, to every subscription they touch (a
     /// resize touches every subscription); each gets the next `seq`.
-    pub(crate) fn publish(&self, drafts: &[Draft]) {
+    pub(crate) fn publish(&self, drafts: Vec<Draft>) {
         if drafts.is_empty() || !self.is_watched() {
             return;
         }
@@ -288,20 +378,20 @@ impl Feed {
             if hub.ended {
                 return;
             }
-            let base = hub.seq;
-            hub.seq += drafts.len() as u64;
+            let mut drafts = drafts;
+            for d in &mut drafts {
+                d.seq = hub.seq;
+                hub.seq += 1;
+            }
+            let published = Arc::new(Published { drafts });
             for sub in &hub.subs {
-                let mut inbox: Option<MutexGuard<'_, Inbox>> = None;
-                for (i, d) in drafts.iter().enumerate() {
-                    let resize = matches!(d.kind, ChangeKind::Resize { .. });
-                    if resize || sub.overlaps(d) {
-                        let change = sub.change(base + i as u64, d);
-                        inbox.get_or_insert_with(|| sub.inbox()).push(change);
-                    }
+                let count = published.drafts.iter().filter(|d| sub.reports(d)).count();
+                if count == 0 {
+                    continue;
                 }
-                if let Some(waker) = inbox.and_then(|mut i| i.waker.take()) {
-                    wake.push(waker);
-                }
+                let mut inbox = sub.inbox();
+                inbox.push(sub, &published, count);
+                wake.extend(inbox.waker.take());
             }
         }
         // Outside the locks: a waker may do anything.
@@ -321,7 +411,7 @@ impl Feed {
         } else {
             Draft::new(offset, bytes.len() as u64, kind)
         };
-        self.publish(&[draft]);
+        self.publish(vec![draft]);
     }
 
     /// Publishes one change whose new bytes, `bytes`, are at `offset` in
@@ -336,12 +426,7 @@ impl Feed {
             let part = &bytes[(from - offset) as usize..(to - offset) as usize];
             (from, Bytes::copy_from_slice(part))
         });
-        self.publish(&[Draft {
-            offset,
-            len,
-            kind,
-            data,
-        }]);
+        self.publish(vec![Draft::with_data(offset, len, kind, data)]);
     }
 
     /// The mapping closed: every subscription ends once it has taken what
@@ -377,6 +462,17 @@ mod tests {
         Draft::new(offset, len, ChangeKind::Update)
     }
 
+    /// Takes every change a subscription holds.
+    fn drain(s: &Subscriber) -> Vec<Change> {
+        let mut segments = VecDeque::new();
+        s.inbox().take_all(&mut segments);
+        std::iter::from_fn(|| s.take(&mut segments)).collect()
+    }
+
+    fn seqs(s: &Subscriber) -> Vec<u64> {
+        drain(s).iter().map(Change::seq).collect()
+    }
+
     #[test]
     fn feed_routes_changes_by_range_and_resizes_to_all() {
         let feed = Feed::default();
@@ -385,8 +481,8 @@ mod tests {
         let b = feed.subscribe(1000, 1100, false).unwrap();
         assert!(feed.watches(50, 1) && feed.watches(500, 1), "the hull");
         assert!(!feed.watches(1100, 10) && !feed.watches(5, 0));
-        feed.publish(&[update(90, 20), update(500, 1), update(1099, 5)]);
-        feed.publish(&[Draft::new(
+        feed.publish(vec![update(90, 20), update(500, 1), update(1099, 5)]);
+        feed.publish(vec![Draft::new(
             2000,
             1000,
             ChangeKind::Resize {
@@ -394,30 +490,60 @@ mod tests {
                 new_len: 3000,
             },
         )]);
-        let seqs = |s: &Arc<Subscriber>| -> Vec<u64> {
-            s.inbox().changes.iter().map(Change::seq).collect()
-        };
         assert_eq!(seqs(&a), [0, 3]);
         assert_eq!(seqs(&b), [2, 3]);
         feed.unsubscribe(&a);
         assert!(!feed.watches(50, 1));
         feed.unsubscribe(&b);
         assert!(!feed.is_watched());
-        feed.publish(&[update(0, 1)]);
-        assert_eq!(seqs(&b).len(), 2, "gone subscriptions get nothing");
+        feed.publish(vec![update(1000, 1)]);
+        assert!(seqs(&b).is_empty(), "gone subscriptions get nothing");
     }
 
     #[test]
     fn feed_lags_instead_of_growing() {
         let feed = Feed::default();
         let s = feed.subscribe(0, 10, false).unwrap();
+        let other = feed.subscribe(100, 110, false).unwrap();
         for i in 0..(CAPACITY as u64 + 5) {
-            feed.publish(&[update(i % 10, 1)]);
+            // Changes elsewhere count for nobody here.
+            feed.publish(vec![update(i % 10, 1), update(105, 1)]);
         }
-        let inbox = s.inbox();
-        assert_eq!(inbox.changes.len(), CAPACITY);
-        assert_eq!(inbox.missed, 5);
-        assert_eq!(inbox.changes.front().map(Change::seq), Some(5));
+        assert_eq!(s.inbox().missed, 5);
+        assert_eq!(s.inbox().held, CAPACITY);
+        let got = seqs(&s);
+        assert_eq!(got.len(), CAPACITY);
+        assert_eq!(got[0], 10, "the oldest held: the sixth, seqs two apart");
+        assert_eq!(other.inbox().missed, 5);
+    }
+
+    #[test]
+    fn feed_holds_what_a_subscription_reports_not_whole_batches() {
+        let feed = Feed::default();
+        let sparse = feed.subscribe(0, 10, false).unwrap();
+        let dense = feed.subscribe(0, 1 << 20, false).unwrap();
+        for _ in 0..100 {
+            let mut batch = vec![update(5, 1)];
+            batch.extend((1..1000).map(|i| update(1000 + i, 1)));
+            feed.publish(batch);
+        }
+        let held = |s: &Subscriber| -> usize {
+            let inbox = s.inbox();
+            inbox
+                .segments
+                .iter()
+                .map(|g| g.published.drafts.len())
+                .sum()
+        };
+        assert_eq!(held(&sparse), 100, "a copy of its own changes only");
+        assert_eq!(sparse.inbox().missed, 0);
+        // The dense one shares the batches, and lags past its capacity.
+        assert!(held(&dense) <= CAPACITY + 1000);
+        assert_eq!(dense.inbox().held, CAPACITY);
+        assert_eq!(dense.inbox().missed, 100 * 1000 - CAPACITY as u64);
+        let first = seqs(&sparse);
+        assert_eq!(first.len(), 100);
+        assert!(first.windows(2).all(|w| w[1] == w[0] + 1000));
     }
 
     #[test]
@@ -428,15 +554,15 @@ mod tests {
         assert_eq!(feed.wanted_bytes(0, 15), Some((10, 15)));
         assert_eq!(feed.wanted_bytes(20, 5), None);
         let bytes = Bytes::from((0u8..30).collect::<Vec<u8>>());
-        feed.publish(&[Draft::with_bytes(0, ChangeKind::Update, &bytes)]);
-        let c = s.inbox().changes.pop_front().unwrap();
+        feed.publish(vec![Draft::with_bytes(0, ChangeKind::Update, &bytes)]);
+        let c = drain(&s).pop().unwrap();
         assert_eq!((c.offset(), c.len()), (0, 30), "reported whole");
         assert_eq!(c.data_offset(), Some(10));
         assert_eq!(
             c.data().unwrap().as_ref(),
             &(10u8..20).collect::<Vec<_>>()[..]
         );
-        assert!(plain.inbox().changes[0].data().is_none());
+        assert!(drain(&plain)[0].data().is_none());
         feed.end();
         assert!(s.inbox().ended);
         assert!(feed.subscribe(0, 1, false).is_none());

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::stream::{FusedStream, Stream};
 
 use super::chunks::resolve;
-use super::feed::Subscriber;
+use super::feed::{Segment, Subscriber};
 use crate::actor::shared::Shared;
 use crate::error::{Error, Result};
 use crate::MappedFile;
@@ -233,8 +233,8 @@ impl MappedFile {
 pub struct Subscription {
     shared: Arc<Shared>,
     sub: Option<Arc<Subscriber>>,
-    /// Changes taken from the inbox, not yet yielded.
-    taken: VecDeque<Change>,
+    /// What was taken from the inbox, not yet yielded.
+    taken: VecDeque<Segment>,
     /// An error to yield, after which the stream ends.
     invalid: Option<Error>,
     done: bool,
@@ -280,21 +280,30 @@ impl Stream for Subscription {
             this.done = true;
             return Poll::Ready(Some(Err(err)));
         }
-        if let Some(change) = this.taken.pop_front() {
-            return Poll::Ready(Some(Ok(change)));
-        }
-        let Some(sub) = this.sub.as_ref().filter(|_| !this.done) else {
+        let Some(sub) = this.sub.as_ref() else {
             return Poll::Ready(None);
         };
+        if let Some(change) = sub.take(&mut this.taken) {
+            return Poll::Ready(Some(Ok(change)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
         let mut inbox = sub.inbox();
         if inbox.missed > 0 {
             let missed = std::mem::take(&mut inbox.missed);
             return Poll::Ready(Some(Err(Error::Lagged { missed })));
         }
-        // Take the whole inbox at once: one lock per batch of changes.
-        std::mem::swap(&mut this.taken, &mut inbox.changes);
-        if let Some(change) = this.taken.pop_front() {
-            return Poll::Ready(Some(Ok(change)));
+        if !inbox.is_empty() {
+            // Take the whole inbox at once: one lock per batch of changes.
+            inbox.take_all(&mut this.taken);
+            drop(inbox);
+            if let Some(change) = sub.take(&mut this.taken) {
+                return Poll::Ready(Some(Ok(change)));
+            }
+            // (Held segments always report a change; defensive.)
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         if inbox.ended {
             drop(inbox);
@@ -308,8 +317,8 @@ impl Stream for Subscription {
     fn size_hint(&self) -> (usize, Option<usize>) {
         match (&self.invalid, self.done) {
             (Some(_), _) => (1, Some(1)),
-            (None, true) => (self.taken.len(), Some(self.taken.len())),
-            (None, false) => (self.taken.len(), None),
+            (None, true) if self.taken.is_empty() => (0, Some(0)),
+            (None, _) => (0, None),
         }
     }
 }
