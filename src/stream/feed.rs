@@ -157,6 +157,23 @@ pub(crate) struct Subscriber {
 #[derive(Debug)]
 pub(crate) struct Published {
     drafts: Vec<Draft>,
+    /// The hull of the drafts' ranges, if every draft has bytes and none
+    /// is a resize: a subscription whose range holds it reports them all.
+    hull: Option<(u64, u64)>,
+}
+
+impl Published {
+    fn new(drafts: Vec<Draft>) -> Published {
+        let plain = drafts
+            .iter()
+            .all(|d| d.len > 0 && !matches!(d.kind, ChangeKind::Resize { .. }));
+        let hull = plain.then(|| {
+            let lo = drafts.iter().map(|d| d.offset).min().unwrap_or(0);
+            let hi = drafts.iter().map(Draft::end).max().unwrap_or(0);
+            (lo, hi)
+        });
+        Published { drafts, hull }
+    }
 }
 
 /// A subscription's place in a [`Published`] batch.
@@ -165,6 +182,8 @@ pub(crate) struct Segment {
     published: Arc<Published>,
     /// The next draft to look at.
     next: usize,
+    /// Every draft is reported (no need to look at each).
+    all: bool,
 }
 
 /// What a subscription has not taken yet.
@@ -216,17 +235,30 @@ impl Subscriber {
     /// The next change this subscription reports out of `segments`, taken
     /// from the front.
     pub(crate) fn take(&self, segments: &mut VecDeque<Segment>) -> Option<Change> {
+        let d = self.next_reported(segments)?;
+        Some(self.change(d.seq, &d))
+    }
+
+    /// Moves past the next change this subscription reports and returns
+    /// it (a cheap clone: its bytes are shared).
+    fn next_reported(&self, segments: &mut VecDeque<Segment>) -> Option<Draft> {
         while let Some(seg) = segments.front_mut() {
             let drafts = &seg.published.drafts;
             while let Some(d) = drafts.get(seg.next) {
                 seg.next += 1;
-                if self.reports(d) {
-                    return Some(self.change(d.seq, d));
+                if seg.all || self.reports(d) {
+                    return Some(d.clone());
                 }
             }
             segments.pop_front();
         }
         None
+    }
+
+    /// Whether this subscription reports every draft of `p`.
+    fn covers(&self, p: &Published) -> bool {
+        p.hull
+            .is_some_and(|(lo, hi)| self.start <= lo && hi <= self.end)
     }
 }
 
@@ -234,17 +266,23 @@ impl Inbox {
     /// Adds the `count` changes of `published` this subscription reports;
     /// beyond the capacity, the oldest are dropped and counted.
     fn push(&mut self, sub: &Subscriber, published: &Arc<Published>, count: usize) {
-        let published = if count * 4 < published.drafts.len() {
+        let (published, all) = if count * 4 < published.drafts.len() {
             let mine = published.drafts.iter().filter(|d| sub.reports(d));
-            Arc::new(Published {
+            let copy = Published {
                 drafts: mine.cloned().collect(),
-            })
+                hull: None,
+            };
+            (Arc::new(copy), true)
         } else {
-            Arc::clone(published)
+            (Arc::clone(published), count == published.drafts.len())
         };
-        self.segments.push_back(Segment { published, next: 0 });
+        self.segments.push_back(Segment {
+            published,
+            next: 0,
+            all,
+        });
         self.held += count;
-        while self.held > CAPACITY && sub.take(&mut self.segments).is_some() {
+        while self.held > CAPACITY && sub.next_reported(&mut self.segments).is_some() {
             self.held -= 1;
             self.missed += 1;
         }
@@ -383,9 +421,13 @@ impl Feed {
                 d.seq = hub.seq;
                 hub.seq += 1;
             }
-            let published = Arc::new(Published { drafts });
+            let published = Arc::new(Published::new(drafts));
             for sub in &hub.subs {
-                let count = published.drafts.iter().filter(|d| sub.reports(d)).count();
+                let count = if sub.covers(&published) {
+                    published.drafts.len()
+                } else {
+                    published.drafts.iter().filter(|d| sub.reports(d)).count()
+                };
                 if count == 0 {
                     continue;
                 }
