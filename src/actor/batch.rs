@@ -120,6 +120,11 @@ pub(super) fn internal_request_id() -> u64 {
     (1 << 63) | NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Changes published at once at most: a list of this many stays well below
+/// the allocator's `mmap` threshold (a larger one would be mapped and
+/// faulted in afresh for every batch).
+const PUBLISH_MAX: usize = 512;
+
 /// Where applying a batch got to.
 enum Outcome {
     Done,
@@ -200,6 +205,7 @@ impl Actor {
         let feed = &open.shared.feed;
         let (watched, with_bytes) = (feed.is_watched(), feed.wants_bytes());
         let mut drafts = Vec::new();
+        let remaining = batch.items.len() - batch.next;
         let mut outcome = Outcome::Done;
         // With nothing leased and nothing waiting, every item is clear: one
         // check for the batch instead of one per item.
@@ -229,6 +235,12 @@ impl Actor {
             };
             self.opens[index].current.write(cleared, *offset, data);
             if watched {
+                if drafts.len() == PUBLISH_MAX {
+                    feed.publish(std::mem::take(&mut drafts));
+                }
+                if drafts.capacity() == 0 {
+                    drafts.reserve_exact(remaining.min(PUBLISH_MAX));
+                }
                 drafts.push(if with_bytes {
                     Draft::with_bytes(*offset, ChangeKind::Update, data)
                 } else {
@@ -237,7 +249,7 @@ impl Actor {
             }
             batch.next += 1;
         }
-        self.opens[index].shared.feed.publish(drafts);
+        feed.publish(drafts);
         tracing::trace!(applied = batch.next, "batch");
         outcome
     }
