@@ -22,7 +22,7 @@ async fn join_all(mut set: JoinSet<()>) {
 }
 
 /// Interleaved rounds per workload; each peer keeps its best.
-const ROUNDS: u32 = 3;
+const ROUNDS: u32 = 5;
 
 // ---------------------------------------------------------------- P9
 
