@@ -95,13 +95,14 @@ impl Actor {
         };
         let fp = Footprint::new(range, Access::Write);
         let open = &self.opens[index];
-        // Large copies report their change from the pool once applied.
-        let shared = Arc::clone(&open.shared);
         if open.shared.write_through {
             // `pwrite` through the page cache the mapping shares; the
             // temporary lease keeps the request order.
             let file = Arc::clone(&open.file);
             let path = open.shared.path.clone();
+            // Copies on the pool report their change from there, once
+            // applied.
+            let shared = Arc::clone(&open.shared);
             self.on_blocking_pool(index, fp, owner, reply, move |_| {
                 file.write_all_at(&data, offset)
                     .map_err(|e| Error::io("pwrite", &path, e))?;
@@ -109,6 +110,7 @@ impl Actor {
                 Ok(())
             });
         } else if data.len() > INLINE_COPY_MAX {
+            let shared = Arc::clone(&open.shared);
             self.on_blocking_pool(index, fp, owner, reply, move |grant| {
                 grant.bytes.bytes_mut().copy_from_slice(&data);
                 shared.feed.publish_bytes(offset, ChangeKind::Update, &data);

@@ -119,7 +119,10 @@ impl MappedFile {
 ///   finishes the flush.
 ///
 /// On a read-only mapping the first call fails with [`Error::ReadOnly`].
-/// It is `Send` and `Unpin`.
+/// Batched items are stored through the mapping also on an
+/// [`OpenOptions::write_through`](crate::OpenOptions::write_through) open
+/// (items sent alone, as `update`s, follow that option). It is `Send` and
+/// `Unpin`.
 ///
 /// # Cancel safety
 ///
