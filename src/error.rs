@@ -175,6 +175,27 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A subscription fell behind: `missed` changes were dropped from its
+    /// buffer before it read them. The stream goes on with the oldest
+    /// change it still holds.
+    #[error("the subscription fell behind and missed {missed} changes")]
+    Lagged {
+        /// How many changes were dropped.
+        missed: u64,
+    },
+    /// An item of an [`UpdateSink`](crate::UpdateSink) failed. The file
+    /// holds exactly the `applied` items sent before it; nothing sent after
+    /// it is applied, and the sink is closed.
+    #[error("the update at offset {offset} failed after {applied} updates of the sink were applied: {source}")]
+    SinkItem {
+        /// Offset of the item that failed.
+        offset: u64,
+        /// How many items of the sink were applied before it.
+        applied: u64,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// A system call failed.
     #[error("{op} failed on {path}: {source}")]
     Io {
@@ -229,24 +250,31 @@ impl From<Error> for io::Error {
     /// error as its source (`io::Error::get_ref` / `into_inner` give it
     /// back), so that `?` works in functions returning `io::Result`.
     fn from(err: Error) -> io::Error {
-        let kind = match &err {
-            Error::Io { source, .. } | Error::MemoryLockLimit { source, .. } => source.kind(),
-            Error::Poisoned { kind, .. } => *kind,
-            Error::WouldDiscard { .. } => io::ErrorKind::Unsupported,
-            Error::OutOfBounds { .. }
-            | Error::Misaligned { .. }
-            | Error::TooLarge { .. }
-            | Error::InvalidArgument { .. }
-            | Error::ReversedRange { .. } => io::ErrorKind::InvalidInput,
-            Error::Mapped { .. } => io::ErrorKind::PermissionDenied,
-            Error::Watch { .. } => err.io_kind().unwrap_or(io::ErrorKind::Other),
-            Error::ReadOnly { .. } => io::ErrorKind::PermissionDenied,
-            Error::Conflict { .. } | Error::Locked { .. } => io::ErrorKind::WouldBlock,
-            Error::Closed => io::ErrorKind::BrokenPipe,
-            Error::Unsupported { .. } => io::ErrorKind::Unsupported,
-            Error::Panicked { .. } | Error::NoRuntime { .. } => io::ErrorKind::Other,
-        };
-        io::Error::new(kind, err)
+        io::Error::new(kind_of(&err), err)
+    }
+}
+
+/// The [`io::ErrorKind`] that fits a condition (`From<Error> for io::Error`).
+fn kind_of(err: &Error) -> io::ErrorKind {
+    match err {
+        Error::Io { source, .. } | Error::MemoryLockLimit { source, .. } => source.kind(),
+        Error::Poisoned { kind, .. } => *kind,
+        Error::WouldDiscard { .. } => io::ErrorKind::Unsupported,
+        Error::OutOfBounds { .. }
+        | Error::Misaligned { .. }
+        | Error::TooLarge { .. }
+        | Error::InvalidArgument { .. }
+        | Error::ReversedRange { .. } => io::ErrorKind::InvalidInput,
+        Error::Mapped { .. } => io::ErrorKind::PermissionDenied,
+        Error::Watch { .. } => err.io_kind().unwrap_or(io::ErrorKind::Other),
+        Error::ReadOnly { .. } => io::ErrorKind::PermissionDenied,
+        Error::Conflict { .. } | Error::Locked { .. } => io::ErrorKind::WouldBlock,
+        Error::Closed => io::ErrorKind::BrokenPipe,
+        Error::Unsupported { .. } => io::ErrorKind::Unsupported,
+        Error::Panicked { .. } | Error::NoRuntime { .. } | Error::Lagged { .. } => {
+            io::ErrorKind::Other
+        }
+        Error::SinkItem { source, .. } => kind_of(source),
     }
 }
 

@@ -145,6 +145,35 @@
 //! [`MappedFile::modify`], a [`SegmentMut`] or an [`AtomicView`] when a
 //! multi-byte value must change all at once for concurrent readers.
 //!
+//! # Streams
+//!
+//! Updates stream in through an [`UpdateSink`] (a `futures::Sink` of
+//! `(offset, Bytes)`, batched and backpressured; the file always holds a
+//! prefix of what was sent) and records through an [`Appender`] (a cursor
+//! the actor owns, shared by clones, growing the file in steps, durable by
+//! group commit). Changes stream out through [`MappedFile::subscribe`]: every
+//! change of a range from every write path, in the order applied, with
+//! [`Error::Lagged`] instead of a silent gap. While a subscription covers
+//! some bytes, small updates of them go through the actor (which reports
+//! them) instead of the direct path. See [`stream`] for those and for
+//! chunks, readers and writers.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> mmap_actor::Result<()> {
+//! use bytes::Bytes;
+//! use futures::{SinkExt, StreamExt};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let file = mmap_actor::MappedFile::create(dir.path().join("s"), 1 << 20).await?;
+//! let mut changes = file.subscribe(0..4096);
+//! let mut sink = file.update_sink();
+//! sink.send((0, Bytes::from_static(b"in"))).await?;
+//! assert_eq!(changes.next().await.unwrap()?.offset(), 0);
+//! let log = file.appender(4096).durable(true);
+//! assert_eq!(log.append(b"record".to_vec()).await?, 4096);
+//! # Ok(()) }
+//! ```
+//!
 //! # Waiting on yourself
 //!
 //! A task that holds a lease and then awaits a request that conflicts with
@@ -214,5 +243,8 @@ pub use hints::{Advice, PrewarmProgress, Progress};
 pub use lease::{AtomicReader, AtomicTarget, AtomicView, Segment, SegmentMut};
 pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};
 pub use policy::FlushPolicy;
-pub use stream::{Chunks, ChunksMut, Reader, Writer};
+pub use stream::{
+    AppendSink, Appender, Change, ChangeKind, Chunks, ChunksMut, Reader, Subscription, UpdateSink,
+    Writer,
+};
 pub use watch::{watch, FileEvent, Watch};

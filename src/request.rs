@@ -5,6 +5,8 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::actor::append::AppendRequest;
+use crate::actor::batch::Batch;
 use crate::error::{Error, Result};
 use crate::hints::Hint;
 use crate::lease::Grant;
@@ -31,6 +33,10 @@ pub(crate) enum Request {
     },
     /// A close: the actor stops serving and answers after its final flush.
     Close { reply: Reply<()> },
+    /// Records to append at an appender's cursor: awaited by the actor (it
+    /// may grow the file first). Boxed, so that every envelope (and every
+    /// channel slot) stays as small as without appenders.
+    Append(Box<AppendRequest>),
 }
 
 /// The requests the actor serves inline, once admitted by the lease table.
@@ -74,6 +80,8 @@ pub(crate) enum Inline {
     },
     /// Write-back, advice, page locks, huge pages (`crate::hints`).
     Hint(Hint),
+    /// The updates of an `UpdateSink`, applied in order.
+    Batch(Batch),
 }
 
 impl Request {
@@ -85,7 +93,7 @@ impl Request {
     pub(crate) fn touches_bytes(&self) -> bool {
         match self {
             Request::Inline(inline) => inline.touches_bytes(),
-            Request::Resize { .. } => true,
+            Request::Resize { .. } | Request::Append(_) => true,
             Request::Close { .. } => false,
         }
     }
@@ -95,6 +103,7 @@ impl Request {
         match self {
             Request::Inline(inline) => inline.abandoned(),
             Request::Resize { reply, .. } | Request::Close { reply } => reply.is_closed(),
+            Request::Append(append) => append.abandoned(),
         }
     }
 
@@ -105,6 +114,7 @@ impl Request {
             Request::Resize { reply, .. } | Request::Close { reply } => {
                 let _ = reply.send(Err(err));
             }
+            Request::Append(append) => append.fail(err),
         }
     }
 }
@@ -120,6 +130,7 @@ impl Inline {
             Inline::Flush { range: None, .. } => "flush",
             Inline::Flush { range: Some(_), .. } => "flush_range",
             Inline::Hint(hint) => hint.op(),
+            Inline::Batch(_) => "update_sink",
         }
     }
 
@@ -138,6 +149,7 @@ impl Inline {
             Inline::Load { reply, .. } => reply.is_closed(),
             Inline::Lease { reply, .. } => reply.is_closed(),
             Inline::Hint(hint) => hint.abandoned(),
+            Inline::Batch(batch) => batch.abandoned(),
             Inline::Update { reply, .. }
             | Inline::Modify { reply, .. }
             | Inline::Populate { reply, .. }
@@ -154,6 +166,7 @@ impl Inline {
                 let _ = reply.send(Err(err));
             }
             Inline::Hint(hint) => hint.fail(err),
+            Inline::Batch(batch) => batch.fail(err),
             Inline::Update { reply, .. }
             | Inline::Modify { reply, .. }
             | Inline::Populate { reply, .. }

@@ -1,5 +1,5 @@
 //! Side-by-side benchmarks of `mmap-actor` against its peers, one workload
-//! per performance target (P1–P8, listed in docs/PERFORMANCE.md), and
+//! per performance target (P1–P11, listed in docs/PERFORMANCE.md), and
 //! per-call rows for the hint calls and flush policies (H1–H3, `hints.rs`).
 //!
 //! Every workload runs our crate and its peers in the same process, one
@@ -25,6 +25,7 @@ mod latency;
 mod reads;
 mod scale;
 mod small;
+mod streams;
 mod throughput;
 mod util;
 
@@ -138,7 +139,7 @@ fn print_table(rows: &[Row]) {
 
 type Workload = fn(&Config) -> Vec<Row>;
 
-const WORKLOADS: [(&str, Workload); 12] = [
+const WORKLOADS: [(&str, Workload); 16] = [
     ("P1", small::p1),
     ("P2", throughput::p2),
     ("P3", throughput::p3),
@@ -148,6 +149,10 @@ const WORKLOADS: [(&str, Workload); 12] = [
     ("P6", latency::p6),
     ("P7", scale::p7),
     ("P8", reads::p8),
+    ("P1S", streams::p1s),
+    ("P9", streams::p9),
+    ("P10", streams::p10),
+    ("P11", streams::p11),
     ("H1", hints::h1),
     ("H2", hints::h2),
     ("H3", hints::h3),

@@ -20,6 +20,9 @@
 //! blocking pool (`crate::blocking`), and so does every copy larger than
 //! [`INLINE_COPY_MAX`].
 
+pub(crate) mod append;
+pub(crate) mod batch;
+mod changes;
 mod group_commit;
 pub(crate) mod hints;
 mod locks;
@@ -127,6 +130,9 @@ pub(crate) struct Actor {
     method_mark: tally::Written,
     /// The clock of `FlushPolicy::Interval`, if an open has that policy.
     interval: Option<tokio::time::Interval>,
+    /// The appenders' cursors, made by the first append (most mappings
+    /// never append).
+    appends: Option<Box<append::Appends>>,
 }
 
 impl std::fmt::Debug for MappingActor {
@@ -164,6 +170,7 @@ impl MappingActor {
             tally: parts.tally,
             method_mark: tally::Written::default(),
             interval: None,
+            appends: None,
         });
         // Arms the direct path's threshold checks before the first update,
         // which may come before the actor's task first runs.
@@ -207,12 +214,14 @@ impl MappingActor {
 impl Drop for Actor {
     /// However the actor ends (its normal end, or its task dropped with its
     /// runtime or aborted), every handle learns it at once: the direct path
-    /// checks this flag, not the channel.
+    /// checks this flag, not the channel. Every subscription of its opens
+    /// ends too.
     fn drop(&mut self) {
         for open in &self.opens {
             open.shared
                 .closed
                 .store(true, std::sync::atomic::Ordering::Release);
+            open.shared.feed.end();
         }
     }
 }

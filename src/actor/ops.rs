@@ -18,6 +18,7 @@ use crate::lease::{Grant, Release};
 use crate::lease_table::{Access, Footprint};
 use crate::region::{self, ByteRange};
 use crate::request::{Inline, Modify, Owner, Reply};
+use crate::stream::ChangeKind;
 use crate::sys::LeasedBytes;
 use crate::Mode;
 
@@ -64,6 +65,7 @@ impl Actor {
             Inline::Populate { offset, len, reply } => self.populate(index, offset, len, reply),
             Inline::Flush { range, reply } => self.flush(index, range, reply),
             Inline::Hint(hint) => self.serve_hint(index, hint),
+            Inline::Batch(batch) => self.batch(index, batch, owner),
         }
     }
 
@@ -107,26 +109,38 @@ impl Actor {
                     .write_all_at(&data, offset)
                     .map_err(|e| Error::io("pwrite", &open.shared.path, e));
                 self.tally.actor_wrote(data.len() as u64);
+                if result.is_ok() {
+                    let len = data.len() as u64;
+                    self.changed(index, offset, len, ChangeKind::Update, Some(&data));
+                }
                 let _ = reply.send(result);
             }
             (WriteMethod::Pwrite, false) => {
                 // Under a temporary lease, which keeps the request order.
+                // Copies on the pool report their change from there, once
+                // applied.
                 let file = Arc::clone(&open.file);
-                let path = open.shared.path.clone();
+                let shared = Arc::clone(&open.shared);
                 self.on_blocking_pool(index, fp, owner, reply, move |_| {
                     file.write_all_at(&data, offset)
-                        .map_err(|e| Error::io("pwrite", &path, e))
+                        .map_err(|e| Error::io("pwrite", &shared.path, e))?;
+                    shared.feed.publish_bytes(offset, ChangeKind::Update, &data);
+                    Ok(())
                 });
             }
             (WriteMethod::Store, true) => {
                 let cleared = self.table.clear(&fp).expect("admitted request is clear");
                 open.current.write(&cleared, offset, &data);
                 self.tally.actor_wrote(data.len() as u64);
+                let len = data.len() as u64;
+                self.changed(index, offset, len, ChangeKind::Update, Some(&data));
                 let _ = reply.send(Ok(()));
             }
             (WriteMethod::Store, false) => {
+                let shared = Arc::clone(&open.shared);
                 self.on_blocking_pool(index, fp, owner, reply, move |grant| {
                     grant.bytes.bytes_mut().copy_from_slice(&data);
+                    shared.feed.publish_bytes(offset, ChangeKind::Update, &data);
                     Ok(())
                 });
             }
@@ -140,12 +154,15 @@ impl Actor {
             .table
             .clear(&Footprint::new(range, Access::Write))
             .expect("admitted request is clear");
-        self.opens[index]
+        let result = self.opens[index]
             .current
             .with_mut(&cleared, offset, range.len() as usize, |bytes| {
                 catch_unwind(AssertUnwindSafe(|| f(bytes)))
             })
-            .map_err(|_| Error::Panicked { op: "modify" })
+            .map_err(|_| Error::Panicked { op: "modify" });
+        // Reported even if `f` panicked: what it wrote before stays.
+        self.changed_in_place(index, &cleared, offset, range.len(), ChangeKind::Modify);
+        result
     }
 
     fn lease(
@@ -181,7 +198,7 @@ impl Actor {
 
     /// Queues a flush for the group commit (or answers it at once: a
     /// mapping that never writes the file, an empty range, a poisoned file).
-    fn flush(&mut self, index: usize, range: Option<(u64, u64)>, reply: Reply<()>) {
+    pub(super) fn flush(&mut self, index: usize, range: Option<(u64, u64)>, reply: Reply<()>) {
         let open = &self.opens[index];
         let plan = match range {
             None => Plan::Full,

@@ -128,6 +128,8 @@ impl Actor {
             Ok(resize_blocking(&file, &path, change, keep, others, cleared))
         })
         .await?;
+        // Still the old generations: the lengths the change starts from.
+        let before = self.lengths();
         if let Some(generation) = outcome.generation {
             // The file has its new length: map it, even if the sync failed.
             self.replace_generation(index, Arc::new(generation)).await;
@@ -147,6 +149,7 @@ impl Actor {
             let len = self.opens[other].current.len();
             self.opens[other].shared.len.store(len, Ordering::Release);
         }
+        self.resized(&before);
         if let Err(err) = &outcome.result {
             if outcome.sync_failed {
                 // That sync also wrote back dirty pages; the kernel reports

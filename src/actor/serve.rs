@@ -6,6 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use tracing::Instrument;
 
+use super::append::AppendRequest;
 use super::{Actor, OpenId};
 use crate::error::{Error, Result};
 use crate::lease_table::{Access, Footprint};
@@ -22,6 +23,7 @@ pub(super) enum Admitted {
         kind: ResizeKind,
         reply: Reply<()>,
     },
+    Append(Box<AppendRequest>),
 }
 
 impl Admitted {
@@ -29,6 +31,7 @@ impl Admitted {
         match self {
             Admitted::Inline(op) => op.op(),
             Admitted::Resize { .. } => "resize",
+            Admitted::Append(_) => "append",
         }
     }
 
@@ -36,6 +39,7 @@ impl Admitted {
         match self {
             Admitted::Inline(op) => op.abandoned(),
             Admitted::Resize { reply, .. } => reply.is_closed(),
+            Admitted::Append(append) => append.abandoned(),
         }
     }
 
@@ -45,6 +49,7 @@ impl Admitted {
             Admitted::Resize { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
+            Admitted::Append(append) => append.fail(err),
         }
     }
 }
@@ -68,6 +73,22 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// A request the actor queues itself (the rest of a batch, an append
+    /// keeping its place).
+    pub(super) fn new(
+        admitted: Admitted,
+        span: tracing::Span,
+        owner: Owner,
+        open: OpenId,
+    ) -> Pending {
+        Pending {
+            admitted,
+            span,
+            owner,
+            open,
+        }
+    }
+
     /// Answers the waiting request with an error.
     pub(super) fn fail(self, err: Error) {
         self.admitted.fail(err);
@@ -127,6 +148,7 @@ impl Actor {
                 kind,
                 reply,
             },
+            Request::Append(append) => Admitted::Append(append),
         };
         let footprint = match self.footprint(index, &admitted) {
             Ok(footprint) => footprint,
@@ -154,7 +176,7 @@ impl Actor {
     }
 
     /// Queues a request whose bytes are taken, or refuses a `try_` call.
-    fn wait_or_refuse(
+    pub(super) fn wait_or_refuse(
         &mut self,
         fp: Footprint,
         id: u64,
@@ -233,9 +255,12 @@ impl Actor {
                 };
                 Footprint::new(ByteRange::tail(cut), Access::Write)
             }
-            Admitted::Inline(Inline::Flush { .. } | Inline::Populate { .. } | Inline::Hint(_)) => {
-                return Ok(None)
-            }
+            // A batch checks each item as it goes, an append the bytes at
+            // its cursor once reserved.
+            Admitted::Inline(
+                Inline::Flush { .. } | Inline::Populate { .. } | Inline::Hint(_) | Inline::Batch(_),
+            )
+            | Admitted::Append(_) => return Ok(None),
         };
         Ok(Some(fp))
     }
@@ -254,7 +279,7 @@ impl Actor {
             return admitted.fail(Error::Closed);
         };
         let needs_gate = match &admitted {
-            Admitted::Resize { .. } => true,
+            Admitted::Resize { .. } | Admitted::Append(_) => true,
             Admitted::Inline(op) => op.touches_bytes(),
         };
         // No direct operation may be in flight while the actor touches
@@ -272,6 +297,13 @@ impl Actor {
             } => {
                 let result = self.resize(index, new_len, kind).instrument(span).await;
                 let _ = reply.send(result);
+            }
+            Admitted::Append(append) => {
+                // Boxed: its future (a grow, a pool copy) would otherwise
+                // grow every actor's task, appending or not (P7).
+                Box::pin(self.append(index, append, owner))
+                    .instrument(span)
+                    .await;
             }
             Admitted::Inline(op) => {
                 let _enter = span.enter();

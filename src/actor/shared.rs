@@ -14,6 +14,7 @@ use super::write_method::{Method, WriteMethod};
 use crate::disk::Probe;
 use crate::error::Error;
 use crate::lease_table::Notice;
+use crate::stream::feed::Feed;
 use crate::sys::gate::{Gate, GateCell};
 use crate::sys::Generation;
 use crate::Mode;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     /// The actor's notices: a handle whose caller stops waiting for a
     /// request says so, so that nothing it queued is left behind.
     pub(crate) notices: mpsc::UnboundedSender<Notice>,
+    /// The mapping's subscriptions (`stream/feed.rs`).
+    pub(crate) feed: Feed,
 }
 
 impl Shared {
@@ -87,6 +90,7 @@ impl Shared {
             current: GateCell::new(gate, generation),
             tally,
             notices,
+            feed: Feed::default(),
         }
     }
 

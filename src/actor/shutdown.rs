@@ -78,6 +78,7 @@ impl Actor {
 /// remain (each keeps the open's descriptor, for `AsFd`).
 async fn finish(gate: &Arc<crate::sys::gate::Gate>, open: Open) {
     open.shared.closed.store(true, Ordering::Release);
+    open.shared.feed.end();
     // Direct operations fail once `closed` is set; swapping the generation
     // they use for an empty one waits for those in flight, so that only
     // leases keep the file mapped.

@@ -97,6 +97,9 @@ impl MappedFile {
             || !self.shared.writable
             || self.shared.method.get() != WriteMethod::Store
             || self.shared.is_closed()
+            // While a subscription covers these bytes, the actor must see
+            // the update to report it.
+            || self.shared.feed.watches(offset, data.len() as u64)
         {
             return false;
         }
@@ -172,7 +175,9 @@ impl MappedFile {
     ) -> Option<Result<()>> {
         let len = parts.iter().map(|p| p.len()).sum::<usize>() + zeros;
         let (method, limit) = self.direct_limit();
-        if len > limit {
+        // While a subscription covers these bytes, the actor must see the
+        // update to report it.
+        if len > limit || self.shared.feed.watches(offset, len as u64) {
             return None;
         }
         let reading = match self.enter_direct()? {

@@ -145,7 +145,7 @@ impl MappedFile {
             OnConflict::Wait,
         )
         .await
-        .map(SegmentMut::new)
+        .map(|grant| SegmentMut::new(grant, &self.shared))
     }
 
     /// [`segment_mut`](Self::segment_mut) that fails with
@@ -169,7 +169,7 @@ impl MappedFile {
             OnConflict::Fail,
         )
         .await
-        .map(SegmentMut::new)
+        .map(|grant| SegmentMut::new(grant, &self.shared))
     }
 
     /// An `AtomicU32` at `offset` inside the file (4-byte aligned).

@@ -10,7 +10,9 @@
 //! - `leases.rs`: the calls that hand out leases;
 //! - `hints.rs`: write-back, advice, prewarm progress, page locks, huge
 //!   pages, watching, the descriptor;
-//! - `anonymous.rs`: anonymous mappings.
+//! - `anonymous.rs`: anonymous mappings;
+//! - `write.rs`: borrowed-slice, vectored and zero-filling updates;
+//! - `stream_calls.rs`: the requests of sinks and appenders.
 
 mod anonymous;
 mod calls;
@@ -18,6 +20,7 @@ mod direct;
 mod hints;
 mod leases;
 mod open;
+mod stream_calls;
 mod write;
 
 use std::path::Path;

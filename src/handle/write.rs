@@ -155,7 +155,7 @@ impl MappedFile {
             let mut lease = self
                 .lease(op, offset, total, Access::Write, true, on_conflict)
                 .await
-                .map(SegmentMut::new)?;
+                .map(|grant| SegmentMut::for_update(grant, &self.shared))?;
             copy_yielding(&mut lease, parts).await;
             return Ok(());
         }

@@ -298,7 +298,7 @@ impl<T> Walk<T> {
 /// The half-open span `[start, end)` that `range` names in a file of
 /// `file_len` bytes, checked: the start is not after the end, and the end
 /// neither overflows `u64` nor passes the end of the file.
-fn resolve(range: &impl RangeBounds<u64>, file_len: u64) -> Result<(u64, u64)> {
+pub(super) fn resolve(range: &impl RangeBounds<u64>, file_len: u64) -> Result<(u64, u64)> {
     let start = match range.start_bound() {
         Bound::Included(&s) => s,
         // `(u64::MAX, ..)` starts past every possible file.

@@ -19,8 +19,17 @@
 //!   [`update`](crate::MappedFile::update), rather than lease: they never
 //!   hold a lease between calls and never make another task wait for them.
 //!
-//! Batched update sinks, appenders and change subscriptions belong here
-//! too; they need the actor's help and are not part of this module yet.
+//! - [`update_sink`](crate::MappedFile::update_sink) is a
+//!   [`Sink`](futures::Sink) of `(offset, bytes)` updates ([`UpdateSink`]),
+//!   applied in order, in batches (one request per batch), with a bound on
+//!   the bytes in flight; the file always holds a prefix of what was sent.
+//! - [`appender`](crate::MappedFile::appender) appends records at a cursor
+//!   the actor owns ([`Appender`], and [`AppendSink`] as a `Sink`), growing
+//!   the file in steps, durable by group commit if asked.
+//! - [`subscribe`](crate::MappedFile::subscribe) streams the changes of a
+//!   range ([`Subscription`] of [`Change`]s), from every write path, in the
+//!   order they were applied; a subscriber that falls behind gets
+//!   [`Error::Lagged`], never a silent gap.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,18 +69,28 @@
 //! | `Conflict`, `Locked` | `WouldBlock` |
 //! | `Closed` | `BrokenPipe` |
 //! | `Poisoned`, `Io` | the kind of the operating system's error |
-//! | `Panicked` | `Other` |
+//! | `Panicked`, `Lagged` | `Other` |
+//! | `SinkItem` | the kind of its cause |
 
 use std::io;
 
 use crate::error::Error;
 
+mod appender;
 mod chunks;
+pub(crate) mod feed;
+mod pipe;
 mod reader;
+mod sink;
+mod subscribe;
 mod writer;
 
+pub use appender::{AppendSink, Appender, DEFAULT_GROW_STEP};
 pub use chunks::{Chunks, ChunksMut};
+pub use feed::SUBSCRIPTION_CAPACITY;
 pub use reader::Reader;
+pub use sink::{UpdateSink, DEFAULT_MAX_IN_FLIGHT};
+pub use subscribe::{Change, ChangeKind, Subscription};
 pub use writer::Writer;
 
 /// The [`io::Error`] for a crate error, keeping the error itself as its

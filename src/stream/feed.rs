@@ -1,0 +1,607 @@
+//! The change feed of one mapping: who subscribed to which bytes, and the
+//! bounded inbox of each subscription.
+//!
+//! # Implementation notes
+//!
+//! - Every writer of the mapping (the actor, a pool thread finishing a large
+//!   copy, a [`SegmentMut`](crate::SegmentMut) being dropped) publishes
+//!   through [`Feed::publish`]; the feed's lock orders the changes and gives
+//!   each its `seq`. Changes to the same bytes are published in the order
+//!   they were applied, because the lease table orders their writers.
+//! - A mapping that never subscribes pays one atomic load per write
+//!   (`count`, which stays 0) and nothing else: no allocation, no lock, 24
+//!   bytes in its `Shared` (the rest is allocated by the first subscription).
+//! - The direct path (small updates copied by the calling task, which the
+//!   actor never sees) asks [`Feed::watches`] first and goes through the
+//!   actor when a subscription covers its bytes. `count`, `lo` and `hi` are
+//!   plain atomics written under the lock: `count` last, so an
+//!   update that happens after `subscribe` returned sees the new hull. A
+//!   reader racing a change of the hull may see `lo` and `hi` from
+//!   different moments, but every subscription that exists throughout lies
+//!   inside both the old and the new hull, so any mix of them still covers
+//!   it; only the subscription being added or removed may miss the racing
+//!   update, which was concurrent with it.
+//! - Changes published together (a batch's items) are one [`Published`]
+//!   list, shared by the subscriptions that report enough of it; one that
+//!   reports less than a quarter keeps a copy of its own changes instead.
+//!   Publishing costs a reference (or that small copy) per subscription,
+//!   not a copy per change; each subscription picks its changes out of the
+//!   list as it yields them.
+//! - Each subscription's inbox holds at most [`CAPACITY`] changes that it
+//!   reports: beyond that it drops its oldest and counts them, and the
+//!   reader gets one `Error::Lagged { missed }` before the oldest change
+//!   still held (tokio `broadcast` semantics, per subscription, so a quiet
+//!   range never lags because of a busy one). It holds about four times
+//!   that many changes at most (those of other ranges in shared lists).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
+
+use bytes::Bytes;
+
+use super::subscribe::{Change, ChangeKind};
+
+/// Changes one subscription buffers before it lags. A change costs about
+/// 100 bytes, and a subscription may share lists that also hold changes of
+/// other ranges (up to about four times as many): one that stops reading
+/// holds a few hundred KiB at most (twice that with what it took but has
+/// not yielded yet), plus the data of the changes it holds.
+pub const SUBSCRIPTION_CAPACITY: usize = 1024;
+
+const CAPACITY: usize = SUBSCRIPTION_CAPACITY;
+
+/// One change about to be published.
+#[derive(Clone, Debug)]
+pub(crate) struct Draft {
+    /// Given by the feed when published.
+    seq: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) kind: ChangeKind,
+    /// The new bytes of `[at, at + bytes.len())`, a part of the change that
+    /// covers what every data subscription wants of it (or all of it).
+    pub(crate) data: Option<(u64, Bytes)>,
+}
+
+impl Draft {
+    /// A change without its bytes.
+    pub(crate) fn new(offset: u64, len: u64, kind: ChangeKind) -> Draft {
+        Draft {
+            seq: 0,
+            offset,
+            len,
+            kind,
+            data: None,
+        }
+    }
+
+    /// A change whose new bytes are `bytes`, all of them.
+    pub(crate) fn with_bytes(offset: u64, kind: ChangeKind, bytes: &Bytes) -> Draft {
+        Draft {
+            seq: 0,
+            offset,
+            len: bytes.len() as u64,
+            kind,
+            data: Some((offset, bytes.clone())),
+        }
+    }
+
+    /// A change with the new bytes of `[at, at + bytes.len())`, a part of
+    /// it (or none).
+    pub(crate) fn with_data(
+        offset: u64,
+        len: u64,
+        kind: ChangeKind,
+        data: Option<(u64, Bytes)>,
+    ) -> Draft {
+        Draft {
+            seq: 0,
+            offset,
+            len,
+            kind,
+            data,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+}
+
+/// A mapping's subscriptions; lives in the mapping's `Shared`.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    /// Live subscriptions (0: nothing to publish, the direct path is free).
+    count: AtomicU64,
+    /// The rest, made by the first subscription (or by the end): a mapping
+    /// that never subscribes holds only `count` and this empty cell.
+    inner: OnceLock<Box<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Live subscriptions that want the changed bytes.
+    with_data: AtomicU64,
+    /// The hull `[lo, hi)` of the live subscriptions' ranges.
+    lo: AtomicU64,
+    hi: AtomicU64,
+    hub: Mutex<Hub>,
+}
+
+#[derive(Debug, Default)]
+struct Hub {
+    subs: Vec<Arc<Subscriber>>,
+    /// The next change's `seq`.
+    seq: u64,
+    /// The mapping is closed: nothing is published any more.
+    ended: bool,
+}
+
+/// One subscription, as the feed sees it.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    start: u64,
+    end: u64,
+    with_data: bool,
+    inbox: Mutex<Inbox>,
+}
+
+/// Changes published together (a batch's items, one update), shared by
+/// every subscription that reports enough of them: publishing costs one
+/// reference per subscription, not one copy per change. A subscription
+/// that reports few of them (less than a quarter) keeps a copy of just
+/// those instead, so that what it holds stays proportional to what it
+/// reports.
+#[derive(Debug)]
+pub(crate) struct Published {
+    drafts: Vec<Draft>,
+    /// The hull of the drafts' ranges, if every draft has bytes and none
+    /// is a resize: a subscription whose range holds it reports them all.
+    hull: Option<(u64, u64)>,
+}
+
+impl Published {
+    fn new(drafts: Vec<Draft>) -> Published {
+        let plain = drafts
+            .iter()
+            .all(|d| d.len > 0 && !matches!(d.kind, ChangeKind::Resize { .. }));
+        let hull = plain.then(|| {
+            let lo = drafts.iter().map(|d| d.offset).min().unwrap_or(0);
+            let hi = drafts.iter().map(Draft::end).max().unwrap_or(0);
+            (lo, hi)
+        });
+        Published { drafts, hull }
+    }
+}
+
+/// A subscription's place in a [`Published`] batch.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    published: Arc<Published>,
+    /// The next draft to look at.
+    next: usize,
+    /// Every draft is reported (no need to look at each).
+    all: bool,
+}
+
+/// What a subscription has not taken yet.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    pub(crate) segments: VecDeque<Segment>,
+    /// Changes of `segments` this subscription reports (what the capacity
+    /// bounds).
+    held: usize,
+    /// Changes dropped because the inbox was full, not yet reported.
+    pub(crate) missed: u64,
+    /// The mapping is closed: once `segments` is empty, the stream ends.
+    pub(crate) ended: bool,
+    pub(crate) waker: Option<Waker>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind: carry on.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Subscriber {
+    pub(crate) fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        lock(&self.inbox)
+    }
+
+    /// Whether this subscription reports `d` (a resize touches every one).
+    fn reports(&self, d: &Draft) -> bool {
+        matches!(d.kind, ChangeKind::Resize { .. }) || (d.offset < self.end && self.start < d.end())
+    }
+
+    /// The change as this subscription reports it: its bytes cut to the
+    /// subscription's range, if it wants them.
+    fn change(&self, seq: u64, d: &Draft) -> Change {
+        let data = match (&d.data, self.with_data) {
+            (Some((at, bytes)), true) => {
+                let from = self.start.max(*at);
+                let to = self.end.min(at + bytes.len() as u64);
+                (from < to).then(|| {
+                    let slice = bytes.slice((from - at) as usize..(to - at) as usize);
+                    (from, slice)
+                })
+            }
+            _ => None,
+        };
+        Change::new(seq, d.offset, d.len, d.kind, data)
+    }
+
+    /// The next change this subscription reports out of `segments`, taken
+    /// from the front.
+    pub(crate) fn take(&self, segments: &mut VecDeque<Segment>) -> Option<Change> {
+        let d = self.next_reported(segments)?;
+        Some(self.change(d.seq, &d))
+    }
+
+    /// Moves past the next change this subscription reports and returns
+    /// it (a cheap clone: its bytes are shared).
+    fn next_reported(&self, segments: &mut VecDeque<Segment>) -> Option<Draft> {
+        while let Some(seg) = segments.front_mut() {
+            let drafts = &seg.published.drafts;
+            while let Some(d) = drafts.get(seg.next) {
+                seg.next += 1;
+                if seg.all || self.reports(d) {
+                    return Some(d.clone());
+                }
+            }
+            segments.pop_front();
+        }
+        None
+    }
+
+    /// Whether this subscription reports every draft of `p`.
+    fn covers(&self, p: &Published) -> bool {
+        p.hull
+            .is_some_and(|(lo, hi)| self.start <= lo && hi <= self.end)
+    }
+}
+
+impl Inbox {
+    /// Adds the `count` changes of `published` this subscription reports;
+    /// beyond the capacity, the oldest are dropped and counted.
+    fn push(&mut self, sub: &Subscriber, published: &Arc<Published>, count: usize) {
+        let (published, all) = if count * 4 < published.drafts.len() {
+            let mine = published.drafts.iter().filter(|d| sub.reports(d));
+            let copy = Published {
+                drafts: mine.cloned().collect(),
+                hull: None,
+            };
+            (Arc::new(copy), true)
+        } else {
+            (Arc::clone(published), count == published.drafts.len())
+        };
+        self.segments.push_back(Segment {
+            published,
+            next: 0,
+            all,
+        });
+        self.held += count;
+        while self.held > CAPACITY && sub.next_reported(&mut self.segments).is_some() {
+            self.held -= 1;
+            self.missed += 1;
+        }
+    }
+
+    /// Takes everything held (the subscription yields it outside the lock).
+    pub(crate) fn take_all(&mut self, into: &mut VecDeque<Segment>) {
+        std::mem::swap(into, &mut self.segments);
+        self.held = 0;
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+}
+
+impl Feed {
+    /// Whether any subscription is live: the cheap check every writer makes
+    /// before building a change.
+    pub(crate) fn is_watched(&self) -> bool {
+        self.count.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a live subscription wants the changed bytes.
+    pub(crate) fn wants_bytes(&self) -> bool {
+        self.is_watched()
+            && self
+                .inner
+                .get()
+                .is_some_and(|i| i.with_data.load(Ordering::Acquire) != 0)
+    }
+
+    fn inner(&self) -> &Inner {
+        self.inner.get_or_init(Box::default)
+    }
+
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        lock(&self.inner().hub)
+    }
+
+    /// Whether a subscription may cover a byte of `[offset, offset + len)`:
+    /// a direct update of those bytes must go through the actor, which
+    /// publishes it. Conservative (the hull of every subscription's range).
+    pub(crate) fn watches(&self, offset: u64, len: u64) -> bool {
+        // `count` is stored after the hull, and only once `inner` exists.
+        let Some(inner) = self.inner.get().filter(|_| self.is_watched()) else {
+            return false;
+        };
+        let (lo, hi) = (
+            inner.lo.load(Ordering::Acquire),
+            inner.hi.load(Ordering::Acquire),
+        );
+        len > 0 && offset < hi && lo < offset.saturating_add(len)
+    }
+
+    /// The part of `[offset, offset + len)` that data subscriptions want
+    /// (the hull of their parts), if any: what a writer that must copy the
+    /// bytes out of the mapping needs to copy.
+    pub(crate) fn wanted_bytes(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
+        if !self.wants_bytes() {
+            return None;
+        }
+        let end = offset.saturating_add(len);
+        let hub = self.hub();
+        let mut hull: Option<(u64, u64)> = None;
+        for sub in hub.subs.iter().filter(|s| s.with_data) {
+            let (from, to) = (sub.start.max(offset), sub.end.min(end));
+            if from < to {
+                hull = Some(match hull {
+                    Some((a, b)) => (a.min(from), b.max(to)),
+                    None => (from, to),
+                });
+            }
+        }
+        hull
+    }
+
+    /// Adds a subscription to `[start, end)`, or `None` once the mapping is
+    /// closed.
+    pub(crate) fn subscribe(
+        &self,
+        start: u64,
+        end: u64,
+        with_data: bool,
+    ) -> Option<Arc<Subscriber>> {
+        let mut hub = self.hub();
+        if hub.ended {
+            return None;
+        }
+        let sub = Arc::new(Subscriber {
+            start,
+            end,
+            with_data,
+            inbox: Mutex::new(Inbox::default()),
+        });
+        hub.subs.push(Arc::clone(&sub));
+        self.publish_hull(&hub);
+        Some(sub)
+    }
+
+    /// Removes a subscription (its stream was dropped).
+    pub(crate) fn unsubscribe(&self, sub: &Arc<Subscriber>) {
+        let mut hub = self.hub();
+        hub.subs.retain(|s| !Arc::ptr_eq(s, sub));
+        self.publish_hull(&hub);
+    }
+
+    /// Stores the hull and the counts for lock-free readers; `count` last
+    /// (module docs).
+    fn publish_hull(&self, hub: &Hub) {
+        let lo = hub.subs.iter().map(|s| s.start).min().unwrap_or(u64::MAX);
+        let hi = hub.subs.iter().map(|s| s.end).max().unwrap_or(0);
+        let with_data = hub.subs.iter().filter(|s| s.with_data).count();
+        let inner = self.inner();
+        inner.lo.store(lo, Ordering::Release);
+        inner.hi.store(hi, Ordering::Release);
+        inner.with_data.store(with_data as u64, Ordering::Release);
+        self.count.store(hub.subs.len() as u64, Ordering::Release);
+    }
+
+    /// Publishes `drafts`, in order, to every subscription they touch (a
+    /// resize touches every subscription); each gets the next `seq`.
+    pub(crate) fn publish(&self, drafts: Vec<Draft>) {
+        if drafts.is_empty() || !self.is_watched() {
+            return;
+        }
+        let mut wake = Vec::new();
+        {
+            let mut hub = self.hub();
+            if hub.ended {
+                return;
+            }
+            let mut drafts = drafts;
+            for d in &mut drafts {
+                d.seq = hub.seq;
+                hub.seq += 1;
+            }
+            let published = Arc::new(Published::new(drafts));
+            for sub in &hub.subs {
+                let count = if sub.covers(&published) {
+                    published.drafts.len()
+                } else {
+                    published.drafts.iter().filter(|d| sub.reports(d)).count()
+                };
+                if count == 0 {
+                    continue;
+                }
+                let mut inbox = sub.inbox();
+                inbox.push(sub, &published, count);
+                wake.extend(inbox.waker.take());
+            }
+        }
+        // Outside the locks: a waker may do anything.
+        for waker in wake {
+            waker.wake();
+        }
+    }
+
+    /// Publishes one change of `bytes.len()` bytes at `offset`, whose new
+    /// bytes are `bytes` (shared with data subscriptions, not copied).
+    pub(crate) fn publish_bytes(&self, offset: u64, kind: ChangeKind, bytes: &Bytes) {
+        if !self.is_watched() {
+            return;
+        }
+        let draft = if self.wants_bytes() {
+            Draft::with_bytes(offset, kind, bytes)
+        } else {
+            Draft::new(offset, bytes.len() as u64, kind)
+        };
+        self.publish(vec![draft]);
+    }
+
+    /// Publishes one change whose new bytes, `bytes`, are at `offset` in
+    /// the mapping (a lease's or the actor's view of them): only the part
+    /// data subscriptions want is copied.
+    pub(crate) fn publish_copied(&self, offset: u64, bytes: &[u8], kind: ChangeKind) {
+        if !self.is_watched() {
+            return;
+        }
+        let len = bytes.len() as u64;
+        let data = self.wanted_bytes(offset, len).map(|(from, to)| {
+            let part = &bytes[(from - offset) as usize..(to - offset) as usize];
+            (from, Bytes::copy_from_slice(part))
+        });
+        self.publish(vec![Draft::with_data(offset, len, kind, data)]);
+    }
+
+    /// The mapping closed: every subscription ends once it has taken what
+    /// it holds, and later ones end at once. (It makes the inner part if
+    /// none exists, so that a subscription racing the end finds it ended.)
+    pub(crate) fn end(&self) {
+        let mut wake = Vec::new();
+        {
+            let mut hub = self.hub();
+            hub.ended = true;
+            for sub in &hub.subs {
+                let mut inbox = sub.inbox();
+                inbox.ended = true;
+                wake.extend(inbox.waker.take());
+            }
+        }
+        for waker in wake {
+            waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(offset: u64, len: u64) -> Draft {
+        Draft::new(offset, len, ChangeKind::Update)
+    }
+
+    /// Takes every change a subscription holds.
+    fn drain(s: &Subscriber) -> Vec<Change> {
+        let mut segments = VecDeque::new();
+        s.inbox().take_all(&mut segments);
+        std::iter::from_fn(|| s.take(&mut segments)).collect()
+    }
+
+    fn seqs(s: &Subscriber) -> Vec<u64> {
+        drain(s).iter().map(Change::seq).collect()
+    }
+
+    #[test]
+    fn feed_routes_changes_by_range_and_resizes_to_all() {
+        let feed = Feed::default();
+        assert!(!feed.is_watched() && !feed.watches(0, 100));
+        let a = feed.subscribe(0, 100, false).unwrap();
+        let b = feed.subscribe(1000, 1100, false).unwrap();
+        assert!(feed.watches(50, 1) && feed.watches(500, 1), "the hull");
+        assert!(!feed.watches(1100, 10) && !feed.watches(5, 0));
+        feed.publish(vec![update(90, 20), update(500, 1), update(1099, 5)]);
+        feed.publish(vec![Draft::new(
+            2000,
+            1000,
+            ChangeKind::Resize {
+                old_len: 2000,
+                new_len: 3000,
+            },
+        )]);
+        assert_eq!(seqs(&a), [0, 3]);
+        assert_eq!(seqs(&b), [2, 3]);
+        feed.unsubscribe(&a);
+        assert!(!feed.watches(50, 1));
+        feed.unsubscribe(&b);
+        assert!(!feed.is_watched());
+        feed.publish(vec![update(1000, 1)]);
+        assert!(seqs(&b).is_empty(), "gone subscriptions get nothing");
+    }
+
+    #[test]
+    fn feed_lags_instead_of_growing() {
+        let feed = Feed::default();
+        let s = feed.subscribe(0, 10, false).unwrap();
+        let other = feed.subscribe(100, 110, false).unwrap();
+        for i in 0..(CAPACITY as u64 + 5) {
+            // Changes elsewhere count for nobody here.
+            feed.publish(vec![update(i % 10, 1), update(105, 1)]);
+        }
+        assert_eq!(s.inbox().missed, 5);
+        assert_eq!(s.inbox().held, CAPACITY);
+        let got = seqs(&s);
+        assert_eq!(got.len(), CAPACITY);
+        assert_eq!(got[0], 10, "the oldest held: the sixth, seqs two apart");
+        assert_eq!(other.inbox().missed, 5);
+    }
+
+    #[test]
+    fn feed_holds_what_a_subscription_reports_not_whole_batches() {
+        let feed = Feed::default();
+        let sparse = feed.subscribe(0, 10, false).unwrap();
+        let dense = feed.subscribe(0, 1 << 20, false).unwrap();
+        for _ in 0..100 {
+            let mut batch = vec![update(5, 1)];
+            batch.extend((1..1000).map(|i| update(1000 + i, 1)));
+            feed.publish(batch);
+        }
+        let held = |s: &Subscriber| -> usize {
+            let inbox = s.inbox();
+            inbox
+                .segments
+                .iter()
+                .map(|g| g.published.drafts.len())
+                .sum()
+        };
+        assert_eq!(held(&sparse), 100, "a copy of its own changes only");
+        assert_eq!(sparse.inbox().missed, 0);
+        // The dense one shares the batches, and lags past its capacity.
+        assert!(held(&dense) <= CAPACITY + 1000);
+        assert_eq!(dense.inbox().held, CAPACITY);
+        assert_eq!(dense.inbox().missed, 100 * 1000 - CAPACITY as u64);
+        let first = seqs(&sparse);
+        assert_eq!(first.len(), 100);
+        assert!(first.windows(2).all(|w| w[1] == w[0] + 1000));
+    }
+
+    #[test]
+    fn feed_cuts_data_to_the_range() {
+        let feed = Feed::default();
+        let s = feed.subscribe(10, 20, true).unwrap();
+        let plain = feed.subscribe(0, 100, false).unwrap();
+        assert_eq!(feed.wanted_bytes(0, 15), Some((10, 15)));
+        assert_eq!(feed.wanted_bytes(20, 5), None);
+        let bytes = Bytes::from((0u8..30).collect::<Vec<u8>>());
+        feed.publish(vec![Draft::with_bytes(0, ChangeKind::Update, &bytes)]);
+        let c = drain(&s).pop().unwrap();
+        assert_eq!((c.offset(), c.len()), (0, 30), "reported whole");
+        assert_eq!(c.data_offset(), Some(10));
+        assert_eq!(
+            c.data().unwrap().as_ref(),
+            &(10u8..20).collect::<Vec<_>>()[..]
+        );
+        assert!(drain(&plain)[0].data().is_none());
+        feed.end();
+        assert!(s.inbox().ended);
+        assert!(feed.subscribe(0, 1, false).is_none());
+    }
+}

@@ -1,0 +1,322 @@
+//! [`UpdateSink`]: updates streamed into the mapping, in batches.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::Sink;
+
+use std::sync::Arc;
+
+use super::pipe::{poll_boxed, whole, Landed, Landing, Launch, Launched, Pipe};
+use crate::actor::batch::Line;
+use crate::error::{Error, Result};
+use crate::{MappedFile, INLINE_COPY_MAX};
+
+/// The default bound on the bytes an [`UpdateSink`] holds (buffered and in
+/// flight): with 64 B and 4 KiB items alike, larger bounds are no faster
+/// on the reference machine (docs/PERFORMANCE.md, P10), and this one keeps
+/// a sink's memory small.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1 << 20;
+
+/// A batch carries at most this much (items and their slots): the actor
+/// applies it in some tens of microseconds (a copy of this size, or about
+/// 4,000 small items), so it never holds its thread long. An item larger
+/// than [`INLINE_COPY_MAX`] travels alone, as one `update`.
+const BATCH_MAX: usize = 256 * 1024;
+
+/// Batches a sink has in flight at most (sent, not yet answered): enough
+/// that the actor finds the next one waiting when it is done with one.
+const MAX_BATCHES: usize = 4;
+
+/// What an item costs against the bound besides its bytes: its slot.
+const ITEM_COST: usize = std::mem::size_of::<(u64, Bytes)>();
+
+impl MappedFile {
+    /// A [`Sink`] of `(offset, bytes)` updates, applied in order in batches;
+    /// see [`UpdateSink`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mmap_actor::Result<()> {
+    /// use bytes::Bytes;
+    /// use futures::{stream, SinkExt};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let file = mmap_actor::MappedFile::create(dir.path().join("u"), 1 << 20).await?;
+    /// let mut sink = file.update_sink();
+    /// sink.send((0, Bytes::from_static(b"first"))).await?; // applied when it returns
+    /// let mut updates = stream::iter((1..1000u64).map(|i| Ok((i * 8, Bytes::from(i.to_le_bytes().to_vec())))));
+    /// sink.send_all(&mut updates).await?; // batched, backpressured
+    /// sink.close().await?;
+    /// assert_eq!(&file.load(8 * 999, 8).await?[..], &999u64.to_le_bytes());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None here; the sink reports them (see [`UpdateSink`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`UpdateSink`].
+    pub fn update_sink(&self) -> UpdateSink {
+        let refused = (!self.mode().is_writable()).then(|| Error::ReadOnly {
+            op: "update_sink",
+            mode: self.mode(),
+        });
+        UpdateSink {
+            pipe: Pipe::new(
+                Updates {
+                    file: self.clone(),
+                    line: Arc::new(Line::default()),
+                },
+                DEFAULT_MAX_IN_FLIGHT,
+                MAX_BATCHES,
+                refused,
+            ),
+            file: self.clone(),
+            durable: false,
+            synced: 0,
+            syncing: None,
+        }
+    }
+}
+
+/// A [`Sink`] of `(offset, bytes)` updates into a mapping; made by
+/// [`MappedFile::update_sink`].
+///
+/// - **Order and batches**: items are applied in the order they were sent,
+///   in batches (one request to the actor per batch, not per item). One
+///   batch travels at a time; items sent meanwhile wait in the sink and
+///   form the next, so batches grow when the actor is busy. An item larger
+///   than [`INLINE_COPY_MAX`](crate::INLINE_COPY_MAX) travels alone, as an
+///   [`update`](MappedFile::update).
+/// - **Backpressure**: at most [`max_in_flight`](Self::max_in_flight) bytes
+///   (default [`DEFAULT_MAX_IN_FLIGHT`]; each item counts its bytes plus a
+///   few dozen for its slot) are held by the sink at once, buffered or in
+///   flight: `poll_ready` waits while the bound is reached, so a slow
+///   actor slows the producer and nothing is dropped. An item larger than
+///   the bound is accepted once nothing else is held.
+/// - **Flush** (`poll_flush`, `SinkExt::flush`, and the end of
+///   `SinkExt::send` and `send_all`) completes once every item sent is
+///   applied: visible to every load, in the page cache. With
+///   [`durable(true)`](Self::durable) it also makes them durable, with one
+///   `fdatasync` of the file shared with concurrent flushes (group commit),
+///   as [`MappedFile::flush`] does. `poll_close` flushes.
+/// - **Failure**: an item that fails (out of bounds, the mapping closed)
+///   stops the sink there. The next `poll_ready`, `poll_flush` or
+///   `poll_close` returns [`Error::SinkItem`] with the item's offset, the
+///   number of items applied before it and the cause; the file then holds
+///   exactly those items (nothing sent after the failing one is applied),
+///   and every later call fails with [`Error::Closed`]. A failed durable
+///   sync is returned as is ([`Error::Io`]; the mapping is poisoned).
+/// - **Leases**: an item waits while a lease or an earlier request holds
+///   its bytes, as an `update` does, and the items after it wait behind
+///   it. A task that holds a lease on bytes it sends to its own sink never
+///   finishes the flush.
+///
+/// On a read-only mapping the first call fails with [`Error::ReadOnly`].
+/// Batched items are stored through the mapping also on an
+/// [`OpenOptions::write_through`](crate::OpenOptions::write_through) open
+/// (items sent alone, as `update`s, follow that option). It is `Send` and
+/// `Unpin`.
+///
+/// # Cancel safety
+///
+/// - A dropped `send` (or `feed`) future either had not handed its item to
+///   the sink (the item is dropped, nothing else changes) or had (the item
+///   stays in the sink and is applied by the next flush). A dropped flush
+///   loses nothing: the sink carries on where it was. A dropped `send_all`
+///   keeps every item it handed over; the one item it may hold itself
+///   (taken from the stream while the sink was full) goes with it, as
+///   with any `Sink`.
+/// - Dropping the sink drops the items it still buffers (never applied);
+///   of the batch in flight, a prefix may have been applied. The file
+///   always holds a prefix of what was sent.
+pub struct UpdateSink {
+    pipe: Pipe<Updates>,
+    file: MappedFile,
+    durable: bool,
+    /// Items applied when the last durable flush began.
+    synced: u64,
+    /// A durable flush's sync, and the items it covers.
+    syncing: Option<(BoxFuture<'static, Result<()>>, u64)>,
+}
+
+impl UpdateSink {
+    /// With `true`, every flush (and close) also makes the applied items
+    /// durable. Default `false`.
+    pub fn durable(mut self, durable: bool) -> UpdateSink {
+        self.durable = durable;
+        self
+    }
+
+    /// The most bytes the sink holds at once, buffered and in flight
+    /// (default [`DEFAULT_MAX_IN_FLIGHT`]; 0 means 1: one item at a time).
+    pub fn max_in_flight(mut self, bytes: usize) -> UpdateSink {
+        self.pipe.set_max_in_flight(bytes);
+        self
+    }
+
+    /// How many items of this sink have been applied.
+    pub fn applied(&self) -> u64 {
+        self.pipe.applied()
+    }
+
+    /// The mapping it writes to.
+    pub fn file(&self) -> &MappedFile {
+        &self.file
+    }
+}
+
+impl Sink<(u64, Bytes)> for UpdateSink {
+    type Error = Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.pipe.poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: (u64, Bytes)) -> Result<()> {
+        self.pipe.start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = &mut *self;
+        loop {
+            ready!(this.pipe.poll_sent(cx))?;
+            if !this.durable {
+                return Poll::Ready(Ok(()));
+            }
+            let Some((syncing, covers)) = this.syncing.as_mut() else {
+                let applied = this.pipe.applied();
+                if this.synced == applied {
+                    return Poll::Ready(Ok(()));
+                }
+                // Covers every item applied before it starts.
+                let file = this.file.clone();
+                this.syncing = Some((Box::pin(async move { file.flush().await }), applied));
+                continue;
+            };
+            let synced = ready!(poll_boxed(syncing, cx));
+            let covers = *covers;
+            this.syncing = None;
+            match synced {
+                Ok(()) => this.synced = covers,
+                Err(err) => return Poll::Ready(Err(this.pipe.fail(err))),
+            }
+        }
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.pipe.is_closed() && self.syncing.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.as_mut().poll_flush(cx))?;
+        self.pipe.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl fmt::Debug for UpdateSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.pipe.debug("UpdateSink", f)
+    }
+}
+
+/// How an update sink sends: batches, and large items alone.
+struct Updates {
+    file: MappedFile,
+    /// Keeps the sink's batches in order in the actor.
+    line: Arc<Line>,
+}
+
+impl Launch for Updates {
+    type Item = (u64, Bytes);
+    /// The failed item's offset and the cause.
+    type Failure = (u64, Error);
+
+    const FULL: usize = BATCH_MAX;
+
+    fn cost(item: &(u64, Bytes)) -> usize {
+        item.1.len() + ITEM_COST
+    }
+
+    fn alone(buffer: &VecDeque<(u64, Bytes)>) -> bool {
+        buffer
+            .front()
+            .is_some_and(|(_, data)| data.len() > INLINE_COPY_MAX)
+    }
+
+    // Sending resolves to the answer's future on purpose (two steps).
+    #[allow(clippy::async_yields_async)]
+    fn launch(&mut self, buffer: &mut VecDeque<(u64, Bytes)>) -> Launched<Self::Failure> {
+        let file = self.file.clone();
+        let (offset, data) = buffer.pop_front().expect("a batch of at least one item");
+        let mut cost = data.len() + ITEM_COST;
+        if data.len() > INLINE_COPY_MAX {
+            let sent = whole(async move {
+                match file.update(offset, data).await {
+                    Ok(()) => Landed {
+                        applied: 1,
+                        failed: None,
+                    },
+                    Err(err) => Landed {
+                        applied: 0,
+                        failed: Some((offset, err)),
+                    },
+                }
+            });
+            return Launched { sent, cost };
+        }
+        let mut items = vec![(offset, data)];
+        while let Some(next) = buffer.front() {
+            let c = Self::cost(next);
+            if next.1.len() > INLINE_COPY_MAX || cost + c > BATCH_MAX {
+                break;
+            }
+            cost += c;
+            items.extend(buffer.pop_front());
+        }
+        let line = Arc::downgrade(&self.line);
+        let first = offset;
+        let sent = Box::pin(async move {
+            let landing: Landing<Self::Failure> = match file.send_batch(items, line).await {
+                Ok(answer) => Box::pin(async move {
+                    match answer.await {
+                        Ok(done) => {
+                            // Freed here, on the task that allocated them.
+                            drop(done.items);
+                            Landed {
+                                applied: done.applied as u64,
+                                failed: done.failed,
+                            }
+                        }
+                        // The request itself failed (closed, panicked):
+                        // report it at the batch's first item.
+                        Err(err) => Landed {
+                            applied: 0,
+                            failed: Some((first, err)),
+                        },
+                    }
+                }),
+                Err(err) => Box::pin(std::future::ready(Landed {
+                    applied: 0,
+                    failed: Some((first, err)),
+                })),
+            };
+            landing
+        });
+        Launched { sent, cost }
+    }
+
+    fn error(applied: u64, (offset, source): Self::Failure) -> Error {
+        Error::SinkItem {
+            offset,
+            applied,
+            source: Box::new(source),
+        }
+    }
+}
