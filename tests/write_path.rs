@@ -1,5 +1,6 @@
 //! The write path: borrowed-slice calls, vectored updates, zeroing,
-//! `grow_to`, large copies made by the calling task under a temporary lease,
+//! `grow_to`, large copies made by the calling task (under a temporary
+//! lease, or through the gate from a multi-thread runtime's `block_on`),
 //! and the write method (stores through the mapping, or `pwrite` for
 //! updates that are flushed often).
 
@@ -78,6 +79,18 @@ async fn write_path_every_size_round_trips() {
 
 #[tokio::test]
 async fn write_path_bad_input_is_a_typed_error_at_every_size() {
+    bad_input_at_every_size().await;
+}
+
+/// The same from a multi-thread runtime's `block_on`, where large copies go
+/// through the gate a piece at a time: an update out of bounds writes
+/// nothing there either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_bad_input_is_a_typed_error_at_every_size_multi_thread() {
+    bad_input_at_every_size().await;
+}
+
+async fn bad_input_at_every_size() {
     let s = Scratch::new();
     let len = 8 * MIB;
     let file = s.file("bad", len).await;
@@ -352,4 +365,86 @@ fn write_path_updates_rarely_flushed_are_stored() {
         pwrites <= 10,
         "{pwrites} pwrite calls for 4000 updates and one flush"
     );
+}
+
+/// Large copies from a multi-thread runtime's `block_on` (no task: a round
+/// trip to the actor would wake two parked threads) go through the gate a
+/// piece at a time. They must land whole, count once for the flush
+/// policies, be reported to subscriptions, and give way to leases taken
+/// while they run (the rest then goes under a lease) without losing bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_large_copies_through_the_gate_from_block_on() {
+    let s = Scratch::new();
+    let len = 16 * MIB;
+    let file = s.file("gate", len).await;
+    let size = 3 * MIB as usize + 5;
+
+    // Whole, and counted once with every byte.
+    let data = pattern(7, size);
+    let before = file.pending_bytes();
+    file.update_from(4099, &data).await.unwrap();
+    assert_eq!(file.pending_bytes() - before, size as u64);
+    let mut back = vec![0u8; size];
+    file.load_into(4099, &mut back).await.unwrap();
+    assert!(back == data, "load_into after a large update_from");
+    file.update_vectored(8 * MIB, &[&data[..MIB as usize], &data[..7]])
+        .await
+        .unwrap();
+    assert_eq!(
+        file.load(8 * MIB, MIB + 7).await.unwrap()[..],
+        [&data[..MIB as usize], &data[..7]].concat()[..]
+    );
+    file.zero(4099, size as u64).await.unwrap();
+    assert!(file
+        .load(4099, size as u64)
+        .await
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
+
+    // A subscription of the range sees one change per update.
+    let mut changes = file.subscribe(0..len);
+    file.update_from(MIB, &data).await.unwrap();
+    let change = futures::StreamExt::next(&mut changes)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((change.offset(), change.len()), (MIB, size as u64));
+    assert_eq!(change.kind(), mmap_actor::ChangeKind::Update);
+    drop(changes);
+
+    // Leases of the same bytes come and go while large updates run; each
+    // update lands whole, however its pieces were split between the gate
+    // and a lease.
+    let stop = Arc::new(AtomicU64::new(0));
+    let leaser = {
+        let (file, stop) = (file.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut taken = 0u64;
+            while stop.load(Ordering::Relaxed) == 0 {
+                // Held briefly, then the gate stays open for a while: some
+                // leases arrive in the middle of an update's pieces.
+                drop(file.segment(2 * MIB, 4096).await.unwrap());
+                taken += 1;
+                let quiet = std::time::Instant::now();
+                while quiet.elapsed() < Duration::from_micros(50 + (taken % 7) * 40) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            taken
+        })
+    };
+    for round in 0..100u8 {
+        let data = pattern(round, size);
+        file.update_from(MIB, &data).await.unwrap();
+        let mut back = vec![0u8; size];
+        file.load_into(MIB, &mut back).await.unwrap();
+        assert!(
+            back == data,
+            "round {round}: a large update did not land whole"
+        );
+    }
+    stop.store(1, Ordering::Relaxed);
+    assert!(leaser.await.unwrap() > 0, "the leases ran alongside");
+    file.close().await.unwrap();
 }

@@ -12,10 +12,13 @@
 //!   never a `SIGBUS`). A failed grow fails the request before anything is
 //!   reserved: the cursor stays, and no record straddles the old end.
 //! - **Writing**: records of up to [`INLINE_COPY_MAX`] bytes in all are
-//!   copied into the mapping by the actor, with no system call. Larger ones
-//!   (and every record of a `write_through` open, which uses `pwrite`) are
-//!   written on the blocking pool under a temporary lease, which the actor
-//!   awaits: records are written in the order they were reserved.
+//!   copied into the page cache by the actor: stored through the mapping,
+//!   or written with one `pwrite` each once the open writes with `pwrite`
+//!   (`write_method.rs`: frequent flushes, as durable appends make; a small
+//!   `pwrite` is a copy into the page cache, as a store is, and it dirties
+//!   only the blocks it covers). Larger ones are written on the blocking
+//!   pool under a temporary lease, which the actor awaits: records are
+//!   written in the order they were reserved.
 //! - **Leases**: if a lease covers the bytes at the cursor, the request
 //!   keeps its place and waits in the lease table's queue; the cursor's
 //!   later requests queue behind it (their footprint reaches back to its
@@ -352,11 +355,19 @@ impl Actor {
         let fp = Footprint::new(ByteRange { start: at, end }, Access::Write);
         let open = &self.opens[index];
         let write_through = open.shared.method.get() == WriteMethod::Pwrite;
-        if !write_through && end - at <= INLINE_COPY_MAX as u64 {
+        if end - at <= INLINE_COPY_MAX as u64 {
+            // A small `pwrite` is a copy into the page cache, as a store is
+            // (`ops.rs`): both run here.
             let cleared = self.table.clear(&fp).expect("admitted append is clear");
             let mut offset = at;
             for record in records {
-                open.current.write(&cleared, offset, record);
+                if write_through {
+                    open.file
+                        .write_all_at(record, offset)
+                        .map_err(|e| Error::io("pwrite", &open.shared.path, e))?;
+                } else {
+                    open.current.write(&cleared, offset, record);
+                }
                 offset += record.len() as u64;
             }
             // Counted for the flush policies; the temporary lease below

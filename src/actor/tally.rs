@@ -92,6 +92,16 @@ impl Tally {
         self.check_every.store(check_every, Ordering::Release);
     }
 
+    /// For a large direct update: whether a policy flush is due now.
+    pub(crate) fn due_now(&self, gate: &Gate) -> bool {
+        if self.check_every.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let total = self.total(gate);
+        total.writes >= self.due_writes.load(Ordering::Relaxed)
+            || total.bytes >= self.due_bytes.load(Ordering::Relaxed)
+    }
+
     /// For a direct update that made its slot's `slot_writes`-th update:
     /// whether a policy flush is due now (checked every few updates only).
     #[inline]

@@ -396,6 +396,15 @@ impl<M> Reading<'_, M> {
         writes
     }
 
+    /// Counts `bytes` more for the update this operation continues (a
+    /// large update copied a piece per entry counts as one update).
+    pub(crate) fn wrote_more(&self, bytes: u64) {
+        let slot = &self.entered.gate.slots[self.entered.slot];
+        // Plain add, as in `wrote`.
+        let total = slot.bytes.load(Ordering::Relaxed) + bytes;
+        slot.bytes.store(total, Ordering::Relaxed);
+    }
+
     /// Runs `f` on the cell's current value; the proof of being inside the
     /// gate goes along, for the raw accesses that demand it.
     #[inline]
