@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::direct::{spend_budget, ZEROS};
 use super::{request_span, MappedFile};
+use crate::blocking;
 use crate::error::{Error, Result};
 use crate::lease::{Segment, SegmentMut};
 use crate::lease_table::Access;
@@ -159,10 +160,13 @@ impl MappedFile {
                 };
                 let copied = reading.with(|generation, entered| {
                     // The whole range is checked before the first byte, so
-                    // an update out of bounds writes nothing.
+                    // an update out of bounds writes nothing; pages not in
+                    // the cache go the leased way, which faults them in on
+                    // the blocking pool.
                     let fits = done > 0
                         || (generation.is_writable()
-                            && region::in_bounds(offset, total, generation.len()));
+                            && region::in_bounds(offset, total, generation.len())
+                            && generation.resident(offset, total));
                     fits && generation.write_direct(entered, offset + done, piece)
                 });
                 if copied {
@@ -207,7 +211,9 @@ impl MappedFile {
                     break;
                 };
                 reading.with(|generation, entered| {
-                    let fits = done > 0 || region::in_bounds(offset, total, generation.len());
+                    let fits = done > 0
+                        || (region::in_bounds(offset, total, generation.len())
+                            && generation.resident(offset, total));
                     fits && generation.read_direct(entered, offset + done as u64, piece)
                 })
             };
@@ -299,6 +305,16 @@ impl MappedFile {
                 )
                 .await
                 .map(|grant| SegmentMut::for_update(grant, &self.shared))?;
+            if !lease.grant().resident() {
+                // Pages not in the cache yet (a fresh file, a grown end):
+                // their read-ahead and zeroing run on the blocking pool,
+                // not in the copy on this thread.
+                lease = blocking::run(op, move || {
+                    lease.grant().prefault();
+                    Ok(lease)
+                })
+                .await?;
+            }
             copy_yielding(&mut lease, &rest).await;
             return Ok(());
         }
@@ -354,7 +370,7 @@ impl MappedFile {
                 return Ok(());
             }
             let rest = &mut buf[done..];
-            let lease = self
+            let mut lease = self
                 .lease(
                     op,
                     offset + done as u64,
@@ -365,6 +381,14 @@ impl MappedFile {
                 )
                 .await
                 .map(Segment::new)?;
+            if !lease.grant().resident() {
+                // Reading pages in is I/O: on the blocking pool.
+                lease = blocking::run(op, move || {
+                    lease.grant().prefault();
+                    Ok(lease)
+                })
+                .await?;
+            }
             copy_out_yielding(rest, &lease).await;
             return Ok(());
         }

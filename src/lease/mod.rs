@@ -59,3 +59,19 @@ pub(crate) struct Grant {
     /// Held for its `Drop`: releasing the lease.
     pub(crate) _release: Release,
 }
+
+impl Grant {
+    /// Whether the granted pages are in the page cache, so that copying
+    /// them takes no read-ahead and no zeroing of fresh pages.
+    pub(crate) fn resident(&self) -> bool {
+        let generation = self.bytes.generation();
+        generation.resident(self.offset, self.bytes.len() as u64)
+    }
+
+    /// Faults the granted pages in for reading; run on the blocking pool.
+    /// Best effort: a failure leaves the copy to fault them itself.
+    pub(crate) fn prefault(&self) {
+        let generation = self.bytes.generation();
+        let _ = generation.populate(self.offset, self.bytes.len() as u64);
+    }
+}

@@ -29,6 +29,11 @@ impl Segment {
         Segment { grant }
     }
 
+    /// The grant behind the lease.
+    pub(crate) fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
     /// Offset of the first byte in the file.
     pub fn offset(&self) -> u64 {
         self.grant.offset

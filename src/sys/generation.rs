@@ -444,6 +444,40 @@ impl Generation {
 }
 
 impl Generation {
+    /// Whether every page of `[offset, offset + len)` is in the page cache
+    /// (`mincore`): a copy into or out of them faults at most cheaply, with
+    /// no read-ahead to run and no fresh page to zero. `false` when the
+    /// range is outside this generation, or `mincore` fails.
+    ///
+    /// Checks at most [`RESIDENT_CHECKED`] bytes from `offset`: a copy
+    /// larger than that is judged by its start.
+    pub(crate) fn resident(&self, offset: u64, len: u64) -> bool {
+        let len = len.min(RESIDENT_CHECKED as u64) as usize;
+        let Some(start) = self.start_of(offset, len) else {
+            return false;
+        };
+        if len == 0 {
+            return true;
+        }
+        let page = page_size();
+        let aligned = start - start % page;
+        let span = len + (start - aligned);
+        let pages = span.div_ceil(page);
+        let mut vec = [0u8; RESIDENT_CHECKED / 4096 + 2];
+        if pages > vec.len() {
+            return false;
+        }
+        // SAFETY: `[aligned, aligned + span)` lies inside the live mapping
+        // (`start_of` above, and `aligned <= start`), and `ptr` is page
+        // aligned (struct invariant), so the result is too.
+        let ptr = unsafe { self.ptr.add(aligned) };
+        // SAFETY: `ptr..ptr+span` is mapped and page aligned (above), and
+        // `vec` has room for one byte per page of it; `mincore` only reads
+        // the page tables and writes `vec`.
+        let rc = unsafe { libc::mincore(ptr.cast(), span, vec.as_mut_ptr()) };
+        rc == 0 && vec[..pages].iter().all(|&b| b & 1 != 0)
+    }
+
     /// Cuts this generation at `new_len` in place, for one that cannot be
     /// remapped without losing its private pages (copy-on-write) or could
     /// not be remapped: bounds are checked against `new_len` from now on,
@@ -493,6 +527,9 @@ impl Generation {
         Ok(())
     }
 }
+
+/// The most bytes [`Generation::resident`] looks at.
+pub(crate) const RESIDENT_CHECKED: usize = 4 << 20;
 
 /// Linux 5.14's `MADV_POPULATE_READ` (older libc crates lack the constant).
 const MADV_POPULATE_READ: libc::c_int = 22;

@@ -63,6 +63,11 @@ impl LeasedBytes {
         self.len
     }
 
+    /// The generation the bytes are in.
+    pub(crate) fn generation(&self) -> &Arc<Generation> {
+        &self._generation
+    }
+
     /// The bytes, for a shared or exclusive lease.
     pub(crate) fn bytes(&self) -> &[u8] {
         if self.len == 0 {
