@@ -132,10 +132,15 @@
 //! gate has no locked instruction where the kernel offers `membarrier(2)`
 //! (the actor runs one process-wide barrier per burst of leases instead;
 //! the environment variable `MMAP_ACTOR_SYMMETRIC_GATE`, read once per
-//! process, selects the symmetric form, whose model loom checks). Larger copies are made by the calling task too, under a
-//! temporary lease of the range, in chunks that let other tasks run; a
-//! large update whose future is dropped mid-way leaves each 64 KiB chunk
-//! either old or new. Everything above still holds for them:
+//! process, selects the symmetric form, whose model loom checks). Larger
+//! copies are made by the calling task too, in chunks that let other tasks
+//! run: under a temporary lease of the range, or, from the future of a
+//! multi-thread runtime's `block_on` (where a round trip to the actor would
+//! wake two parked threads), through the gate one chunk per entry, with the
+//! rest under a lease if the actor closes the gate meanwhile. A large
+//! update whose future is dropped mid-way leaves each 64 KiB chunk either
+//! old or new, and one that races a shrink of its range may be applied in
+//! part before it fails. Everything above still holds for them:
 //! bounds are checked against the current generation, a completed update is
 //! visible to every later load, requests from one handle keep their order,
 //! and leases exclude them. What they do not promise is atomicity *between
