@@ -354,6 +354,21 @@ pub(crate) fn map(probe: &Probe, len: u64, mode: Mode, keep: &Keep) -> Result<Ge
     mapped.map_err(|e| Error::io("mmap", &probe.path, e))
 }
 
+/// Marks `[from, to)` of a new generation, bytes this process just added
+/// to the file (holes, or blocks reserved but never written), as not worth
+/// reading ahead (`MADV_RANDOM`). A fault there would otherwise run the
+/// file's read-ahead, which for holes is no I/O but zeroing: a large folio
+/// at a time, growing with each window, up to tens of milliseconds in one
+/// fault of the thread that copies into the mapping (an executor thread,
+/// for large updates). Without read-ahead each fault zeroes its own page.
+/// Best effort: a refused advice changes nothing else.
+/// [`Advice::Normal`](crate::Advice::Normal) or `Sequential` restores it.
+pub(crate) fn fresh_bytes(generation: &Generation, from: u64, to: u64) {
+    if to > from {
+        let _ = generation.advise(from, to - from, crate::Advice::Random);
+    }
+}
+
 /// Changes the file's length from `from` to `to`: a grow reserves the new
 /// blocks first (`posix_fallocate`, when `preallocate`), so that a full disk
 /// is an `ENOSPC` here rather than a `SIGBUS` later. On failure the length

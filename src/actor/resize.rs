@@ -193,7 +193,13 @@ fn resize_blocking(
         shrink(file, path, new_len, keep)
     };
     let generation = match changed {
-        Ok(generation) => generation,
+        Ok(generation) => {
+            // The new bytes are holes: reading ahead would only zero pages
+            // in a fault (`disk::fresh_bytes`).
+            let fresh = if reset { 0 } else { old_len };
+            disk::fresh_bytes(&generation, fresh, new_len);
+            generation
+        }
         Err(err) => {
             return Outcome {
                 generation: None,

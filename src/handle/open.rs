@@ -134,6 +134,11 @@ impl OpenOptions {
                 .and_then(|len| disk::map(&probe, len, opts.mode, &keep_for_map));
             match mapped {
                 Ok(generation) => {
+                    // What this open created or added is holes.
+                    let fresh = if probe.created { 0 } else { probe.len };
+                    if opts.mode == crate::Mode::ReadWrite {
+                        disk::fresh_bytes(&generation, fresh, generation.len());
+                    }
                     // Later generations get it from the actor
                     // (`prepare_generation`).
                     if opts.huge_pages {
