@@ -589,3 +589,48 @@ fn sink_auto_traits() {
         send_future(async move { sink.send((0, Bytes::new())).await });
     }
 }
+
+/// Items a sink stores directly (nothing of it on its way, the gate open)
+/// never make it wait: `send_all` of a stream that is always ready must
+/// still yield to the runtime (it spends the task's budget), so another
+/// task on a current-thread runtime runs while it goes on. And the items
+/// land, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn sink_storing_directly_still_yields_to_the_runtime() {
+    let s = Scratch::new();
+    let file = s.file("yields", 1 << 20).await;
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let during = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let other = {
+        let ticks = std::sync::Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let n = 200_000u64;
+    let mut items = futures::stream::iter((0..n).map(|i| {
+        let at = (i * 8) % ((1 << 20) - 8);
+        Ok::<_, mmap_actor::Error>((at, Bytes::copy_from_slice(&i.to_le_bytes())))
+    }));
+    let mut sink = file.update_sink();
+    let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    sink.send_all(&mut items).await.unwrap();
+    during.store(
+        ticks.load(std::sync::atomic::Ordering::Relaxed) - before,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    sink.close().await.unwrap();
+    other.abort();
+    assert!(
+        during.load(std::sync::atomic::Ordering::Relaxed) > 10,
+        "the other task ran only {} times during send_all of {n} items",
+        during.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    // The last writer of each place wins, as if applied one by one.
+    let last = n - 1;
+    let at = (last * 8) % ((1 << 20) - 8);
+    assert_eq!(file.load(at, 8).await.unwrap()[..], last.to_le_bytes());
+}

@@ -92,7 +92,7 @@ impl MappedFile {
     /// when the general path must serve it (including every error, and
     /// updates written with `pwrite`).
     #[inline]
-    pub(super) fn update_fast(&self, offset: u64, data: &[u8]) -> bool {
+    pub(crate) fn update_fast(&self, offset: u64, data: &[u8]) -> bool {
         if data.len() > DIRECT_MAX
             || !self.shared.writable
             || self.shared.method.get() != WriteMethod::Store

@@ -222,6 +222,20 @@ impl<L: Launch> Pipe<L> {
         }
     }
 
+    /// Whether an item may be applied at once by the sink itself, ahead of
+    /// nothing: the sink is open (a failure not yet reported is returned,
+    /// as `start_send` would) and nothing it accepted is buffered or in
+    /// flight, so applying it now keeps the order.
+    pub(crate) fn may_apply_now(&mut self) -> Result<bool> {
+        self.check()?;
+        Ok(self.buffer.is_empty() && self.is_idle())
+    }
+
+    /// Counts an item the sink applied itself (`may_apply_now`).
+    pub(crate) fn applied_now(&mut self) {
+        self.applied += 1;
+    }
+
     /// `Sink::start_send`.
     pub(crate) fn start_send(&mut self, item: L::Item) -> Result<()> {
         self.check()?;

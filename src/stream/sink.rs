@@ -81,9 +81,14 @@ impl MappedFile {
             durable: false,
             synced: 0,
             syncing: None,
+            unbudgeted: 0,
         }
     }
 }
+
+/// Items a sink accepts per unit of the task's scheduling budget (a task
+/// runs 128 units before tokio makes it yield).
+const BUDGET_EVERY: u32 = 16;
 
 /// A [`Sink`] of `(offset, bytes)` updates into a mapping; made by
 /// [`MappedFile::update_sink`].
@@ -93,7 +98,14 @@ impl MappedFile {
 ///   batch travels at a time; items sent meanwhile wait in the sink and
 ///   form the next, so batches grow when the actor is busy. An item larger
 ///   than [`INLINE_COPY_MAX`](crate::INLINE_COPY_MAX) travels alone, as an
-///   [`update`](MappedFile::update).
+///   [`update`](MappedFile::update). While nothing of the sink is buffered
+///   or on its way, an item of up to [`DIRECT_MAX`](crate::DIRECT_MAX)
+///   bytes is stored at once by the sending task through the direct path
+///   (when the mapping has no lease, no waiting request and no
+///   subscription of those bytes), so a sink is as fast as awaited
+///   updates when the actor is idle, and batches when it is not. Such a
+///   sink spends the task's scheduling budget as it goes, so `send_all` of
+///   a stream that is always ready still yields to the runtime.
 /// - **Backpressure**: at most [`max_in_flight`](Self::max_in_flight) bytes
 ///   (default [`DEFAULT_MAX_IN_FLIGHT`]; each item counts its bytes plus a
 ///   few dozen for its slot) are held by the sink at once, buffered or in
@@ -144,6 +156,8 @@ pub struct UpdateSink {
     synced: u64,
     /// A durable flush's sync, and the items it covers.
     syncing: Option<(BoxFuture<'static, Result<()>>, u64)>,
+    /// Items accepted since the sink last spent the task's budget.
+    unbudgeted: u32,
 }
 
 impl UpdateSink {
@@ -176,11 +190,30 @@ impl Sink<(u64, Bytes)> for UpdateSink {
     type Error = Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // Items stored directly (`start_send`) never make the sink wait: it
+        // spends the task's scheduling budget instead, one unit every
+        // `BUDGET_EVERY` items, so that `send_all` of a stream that is
+        // always ready still yields to the runtime.
+        if self.unbudgeted >= BUDGET_EVERY {
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
+            coop.made_progress();
+            self.unbudgeted = 0;
+        }
+        self.unbudgeted += 1;
         self.pipe.poll_ready(cx)
     }
 
     fn start_send(mut self: Pin<&mut Self>, item: (u64, Bytes)) -> Result<()> {
-        self.pipe.start_send(item)
+        let this = &mut *self;
+        // With nothing of this sink on its way, a small item is stored
+        // through the direct path at once (the gate open, no subscription
+        // of its bytes): in order, and with no request at all. Anything
+        // else (and every error) goes the batched way.
+        if this.pipe.may_apply_now()? && this.file.update_fast(item.0, &item.1) {
+            this.pipe.applied_now();
+            return Ok(());
+        }
+        this.pipe.start_send(item)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
