@@ -176,6 +176,11 @@ impl MappedFile {
     /// every path: updates, `modify`, and leases that could write, counted
     /// whole when released) since the last flush that succeeded. A failed
     /// flush leaves it as it was. A plain read of counters: no round trip.
+    ///
+    /// A lease is counted when the actor takes in its release, a moment
+    /// after it is dropped; that includes the temporary lease under which
+    /// a large update may be copied, so such an update can show here just
+    /// after its call returned rather than at once.
     pub fn pending_bytes(&self) -> u64 {
         self.shared.tally.pending(self.shared.gate()).bytes
     }
