@@ -178,29 +178,8 @@ async fn pending_settles(file: &MappedFile) {
 }
 
 fn syncs_of(scenario: &str) -> Option<u64> {
-    if !common::have("strace") {
-        child::skip("flush_policy", "strace is not installed");
-        return None;
-    }
-    let s = Scratch::new();
-    let summary = s.path("strace.txt");
-    let summary_arg = summary.display().to_string();
-    let out = child::run(&mut child::wrapped(
-        &[
-            "strace",
-            "-f",
-            "-c",
-            "-o",
-            &summary_arg,
-            "-e",
-            "trace=fdatasync",
-        ],
-        CHILD_TEST,
-        CHILD_ENV,
-        format!("{scenario}:{}", s.path("data").display()),
-    ));
-    child::assert_success(&out, &format!("SCENARIO-PASSED {scenario}"));
-    let counts = common::strace_counts(&std::fs::read_to_string(&summary).unwrap());
+    let counts =
+        common::strace_scenario("flush_policy", "fdatasync", CHILD_TEST, CHILD_ENV, scenario)?;
     Some(counts.get("fdatasync").copied().unwrap_or(0))
 }
 

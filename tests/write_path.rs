@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{child, Scratch};
+use common::Scratch;
 use mmap_actor::{Error, MappedFile, Mode, DIRECT_MAX, INLINE_COPY_MAX};
 
 const MIB: u64 = 1 << 20;
@@ -313,29 +313,13 @@ async fn write_path_child_runs_scenario() {
 }
 
 fn pwrites_of(scenario: &str) -> Option<u64> {
-    if !common::have("strace") {
-        child::skip("write_path_method", "strace is not installed");
-        return None;
-    }
-    let s = Scratch::new();
-    let summary = s.path("strace.txt");
-    let summary_arg = summary.display().to_string();
-    let out = child::run(&mut child::wrapped(
-        &[
-            "strace",
-            "-f",
-            "-c",
-            "-o",
-            &summary_arg,
-            "-e",
-            "trace=pwrite64,fdatasync",
-        ],
+    let counts = common::strace_scenario(
+        "write_path_method",
+        "pwrite64,fdatasync",
         CHILD_TEST,
         CHILD_ENV,
-        format!("{scenario}:{}", s.path("data").display()),
-    ));
-    child::assert_success(&out, &format!("SCENARIO-PASSED {scenario}"));
-    let counts = common::strace_counts(&std::fs::read_to_string(&summary).unwrap());
+        scenario,
+    )?;
     assert!(
         counts.get("fdatasync").copied().unwrap_or(0) >= 1,
         "{scenario}: no fdatasync: {counts:?}"

@@ -12,12 +12,14 @@
 //!   pages, watching, the descriptor;
 //! - `anonymous.rs`: anonymous mappings;
 //! - `write.rs`: borrowed-slice, vectored and zero-filling updates;
+//! - `large.rs`: large loads and updates, copied by the calling task;
 //! - `stream_calls.rs`: the requests of sinks and appenders.
 
 mod anonymous;
 mod calls;
 mod direct;
 mod hints;
+mod large;
 mod leases;
 mod open;
 mod stream_calls;

@@ -17,106 +17,18 @@
 //!   copies with `memcpy`; from a multi-thread runtime's `block_on`, where
 //!   a round trip wakes two parked threads, it copies through the gate one
 //!   chunk per entry (atomic words), and if a lease or a resize closes the
-//!   gate between two chunks, the rest goes under a lease
-//!   ([`round_trips_are_dear`]). Dropping the future mid-copy leaves the
-//!   range holding, chunk by chunk, old or new bytes.
-
-use std::time::{Duration, Instant};
+//!   gate between two chunks, the rest goes under a lease (`large.rs`).
+//!   Dropping the future mid-copy leaves the range holding, chunk by
+//!   chunk, old or new bytes.
 
 use bytes::{Bytes, BytesMut};
 
 use super::direct::{spend_budget, ZEROS};
 use super::{request_span, MappedFile};
-use crate::blocking;
 use crate::error::{Error, Result};
-use crate::lease::{Segment, SegmentMut};
-use crate::lease_table::Access;
 use crate::region;
 use crate::request::{Inline, OnConflict, Request};
 use crate::{DIRECT_MAX, INLINE_COPY_MAX};
-
-/// A large copy's piece.
-const CHUNK: usize = 64 * 1024;
-
-/// How long a large copy runs before it lets other tasks in.
-const SLICE: Duration = Duration::from_micros(50);
-
-/// Lets other tasks in whenever `SLICE` has passed since it last did.
-struct Yielder {
-    since: Instant,
-}
-
-impl Yielder {
-    fn new() -> Yielder {
-        Yielder {
-            since: Instant::now(),
-        }
-    }
-
-    async fn tick(&mut self) {
-        if self.since.elapsed() >= SLICE {
-            tokio::task::yield_now().await;
-            self.since = Instant::now();
-        }
-    }
-}
-
-/// Copies `parts` into `dst` back to back and zeros the rest of it, in
-/// chunks, letting other tasks in between.
-async fn copy_yielding(dst: &mut [u8], parts: &[&[u8]]) {
-    let mut clock = Yielder::new();
-    let mut at = 0;
-    for part in parts {
-        for piece in part.chunks(CHUNK) {
-            dst[at..at + piece.len()].copy_from_slice(piece);
-            at += piece.len();
-            clock.tick().await;
-        }
-    }
-    for piece in dst[at..].chunks_mut(CHUNK) {
-        piece.fill(0);
-        clock.tick().await;
-    }
-}
-
-/// Copies `src` into `dst` in chunks, letting other tasks in between.
-async fn copy_out_yielding(dst: &mut [u8], src: &[u8]) {
-    let mut clock = Yielder::new();
-    for (d, s) in dst.chunks_mut(CHUNK).zip(src.chunks(CHUNK)) {
-        d.copy_from_slice(s);
-        clock.tick().await;
-    }
-}
-
-/// Whether a large copy should go through the gate instead of under a
-/// temporary lease. The lease costs a round trip to the actor and then
-/// lets the copy run as `memcpy`; the gate needs no round trip, but copies
-/// with relaxed atomic words (other direct operations may touch the same
-/// bytes), about a third slower here: 5 against 7 GiB/s into warm pages
-/// (`docs/PERFORMANCE.md`, P3). The round trip is cheap (about 10 µs) from
-/// a task of the runtime, whose worker runs the actor's reply at once; from
-/// the future of a multi-thread runtime's `block_on` (`#[tokio::main]`'s
-/// body, a test), which is no task, it wakes a parked worker and then the
-/// parked caller: 80–250 µs per copy on the reference machine.
-fn round_trips_are_dear() -> bool {
-    tokio::task::try_id().is_none()
-        && tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-}
-
-/// The parts left after the first `done` bytes of `parts`.
-fn rest_of<'a>(parts: &[&'a [u8]], mut done: usize) -> Vec<&'a [u8]> {
-    let mut rest = Vec::with_capacity(parts.len());
-    for part in parts {
-        if done >= part.len() {
-            done -= part.len();
-            continue;
-        }
-        rest.push(&part[done..]);
-        done = 0;
-    }
-    rest
-}
 
 /// What an update writes.
 pub(super) enum Source<'a> {
@@ -129,105 +41,6 @@ pub(super) enum Source<'a> {
 }
 
 impl MappedFile {
-    /// A large update (the `parts`, then zeros up to `total` bytes) copied
-    /// by the calling task through the gate, one piece of at most `CHUNK`
-    /// bytes per entry, with the gate left and the scheduler let in between
-    /// pieces: no round trip to the actor, no thread woken, and a holder
-    /// (a lease, a resize) waits for one piece at most. Returns the bytes
-    /// written: all of them, none (the gate was closed, the range is
-    /// watched, or out of bounds: the general path reports it), or a prefix
-    /// (the gate closed between two pieces: the general path writes the
-    /// rest).
-    async fn write_large_direct(&self, offset: u64, parts: &[&[u8]], total: u64) -> u64 {
-        if !round_trips_are_dear()
-            || self.shared.is_closed()
-            || self.shared.feed.watches(offset, total)
-        {
-            return 0;
-        }
-        let sum: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let zeros = total - sum;
-        let zero_pieces = (0..zeros)
-            .step_by(CHUNK)
-            .map(|at| &ZEROS[..(zeros - at).min(CHUNK as u64) as usize]);
-        let pieces = (parts.iter().flat_map(|p| p.chunks(CHUNK))).chain(zero_pieces);
-        let mut clock = Yielder::new();
-        let mut done = 0u64;
-        for piece in pieces {
-            let copied = {
-                let Some(reading) = self.shared.current.enter() else {
-                    break;
-                };
-                let copied = reading.with(|generation, entered| {
-                    // The whole range is checked before the first byte, so
-                    // an update out of bounds writes nothing; pages not in
-                    // the cache go the leased way, which faults them in on
-                    // the blocking pool.
-                    let fits = done > 0
-                        || (generation.is_writable()
-                            && region::in_bounds(offset, total, generation.len())
-                            && generation.resident(offset, total));
-                    fits && generation.write_direct(entered, offset + done, piece)
-                });
-                if copied {
-                    if done == 0 {
-                        reading.wrote(piece.len() as u64);
-                    } else {
-                        reading.wrote_more(piece.len() as u64);
-                    }
-                }
-                copied
-            };
-            if !copied {
-                break;
-            }
-            done += piece.len() as u64;
-            if done < total {
-                clock.tick().await;
-            }
-        }
-        if done > 0 && self.shared.tally.due_now(self.shared.gate()) {
-            let _ = self
-                .shared
-                .notices
-                .send(crate::lease_table::Notice::PolicyDue);
-        }
-        done
-    }
-
-    /// A large load into `buf`, copied by the calling task through the
-    /// gate a piece at a time, as [`write_large_direct`](Self::write_large_direct).
-    /// Returns the bytes copied: all, none, or a prefix.
-    async fn read_large_direct(&self, offset: u64, buf: &mut [u8]) -> usize {
-        if !round_trips_are_dear() || self.shared.is_closed() {
-            return 0;
-        }
-        let total = buf.len() as u64;
-        let mut clock = Yielder::new();
-        let mut done = 0usize;
-        for piece in buf.chunks_mut(CHUNK) {
-            let copied = {
-                let Some(reading) = self.shared.current.enter() else {
-                    break;
-                };
-                reading.with(|generation, entered| {
-                    let fits = done > 0
-                        || (region::in_bounds(offset, total, generation.len())
-                            && generation.resident(offset, total));
-                    fits && generation.read_direct(entered, offset + done as u64, piece)
-                })
-            };
-            if !copied {
-                break;
-            }
-            done += piece.len();
-            if done < total as usize {
-                clock.tick().await;
-            }
-        }
-        done
-    }
-
     /// The body of every update: the direct path inline, anything else in
     /// a future of its own on the heap (so that the future of a small
     /// update stays small: it is built and moved at every call).
@@ -287,36 +100,9 @@ impl MappedFile {
             file_len: self.len(),
         })?;
         if total > INLINE_COPY_MAX as u64 {
-            let done = self.write_large_direct(offset, parts, total).await;
-            if done == total {
-                return Ok(());
-            }
-            // The gate closed between two pieces (or was closed from the
-            // start): the rest under a temporary lease.
-            let rest = rest_of(parts, done as usize);
-            let mut lease = self
-                .lease(
-                    op,
-                    offset + done,
-                    total - done,
-                    Access::Write,
-                    true,
-                    on_conflict,
-                )
-                .await
-                .map(|grant| SegmentMut::for_update(grant, &self.shared))?;
-            if !lease.grant().resident() {
-                // Pages not in the cache yet (a fresh file, a grown end):
-                // their read-ahead and zeroing run on the blocking pool,
-                // not in the copy on this thread.
-                lease = blocking::run(op, move || {
-                    lease.grant().prefault();
-                    Ok(lease)
-                })
-                .await?;
-            }
-            copy_yielding(&mut lease, &rest).await;
-            return Ok(());
+            return self
+                .write_large(op, offset, parts, total, on_conflict)
+                .await;
         }
         let data = match source {
             Source::Owned(data) => data,
@@ -365,32 +151,7 @@ impl MappedFile {
     ) -> Result<()> {
         let len = buf.len() as u64;
         if buf.len() > INLINE_COPY_MAX {
-            let done = self.read_large_direct(offset, buf).await;
-            if done == buf.len() {
-                return Ok(());
-            }
-            let rest = &mut buf[done..];
-            let mut lease = self
-                .lease(
-                    op,
-                    offset + done as u64,
-                    rest.len() as u64,
-                    Access::Read,
-                    false,
-                    on_conflict,
-                )
-                .await
-                .map(Segment::new)?;
-            if !lease.grant().resident() {
-                // Reading pages in is I/O: on the blocking pool.
-                lease = blocking::run(op, move || {
-                    lease.grant().prefault();
-                    Ok(lease)
-                })
-                .await?;
-            }
-            copy_out_yielding(rest, &lease).await;
-            return Ok(());
+            return self.read_large(op, offset, buf, on_conflict).await;
         }
         let bytes = self.load_request(op, offset, len, on_conflict).await?;
         buf.copy_from_slice(&bytes);

@@ -259,6 +259,35 @@ pub fn rerun(
     (out.status, text)
 }
 
+/// Runs `scenario` of the child test `child_test` (its directory a fresh
+/// scratch dir) under `strace -f -c -e trace=<trace>` and returns the call
+/// counts, or `None` (skipped with a printed reason) without strace.
+#[allow(dead_code)]
+pub fn strace_scenario(
+    test: &str,
+    trace: &str,
+    child_test: &str,
+    child_env: &str,
+    scenario: &str,
+) -> Option<std::collections::HashMap<String, u64>> {
+    if !have("strace") {
+        child::skip(test, "strace is not installed");
+        return None;
+    }
+    let s = Scratch::new();
+    let summary = s.path("strace.txt");
+    let summary_arg = summary.display().to_string();
+    let trace_arg = format!("trace={trace}");
+    let out = child::run(&mut child::wrapped(
+        &["strace", "-f", "-c", "-o", &summary_arg, "-e", &trace_arg],
+        child_test,
+        child_env,
+        format!("{scenario}:{}", s.path("data").display()),
+    ));
+    child::assert_success(&out, &format!("SCENARIO-PASSED {scenario}"));
+    Some(strace_counts(&std::fs::read_to_string(&summary).unwrap()))
+}
+
 /// Calls of each syscall in an `strace -c` summary file.
 pub fn strace_counts(summary: &str) -> std::collections::HashMap<String, u64> {
     let mut counts = std::collections::HashMap::new();
