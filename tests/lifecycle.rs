@@ -108,3 +108,48 @@ async fn handle_facts_need_no_round_trip() {
     assert_eq!(file.mode(), mmap_actor::Mode::ReadWrite);
     assert!(file.path().ends_with("facts"));
 }
+
+/// A file closed while its runtime shuts down, then removed: its actor may
+/// not have stopped yet, and a new file can get the same inode number. A
+/// new open of that file must start its own actor instead of joining the
+/// stopping one (which answered `Panicked` or `Closed` when its runtime
+/// went away under it).
+#[test]
+fn lifecycle_a_reused_inode_never_joins_a_stopping_actor() {
+    let s = common::Scratch::new();
+    let mut reused = 0;
+    for round in 0..40 {
+        let path = s.path(&format!("f{}", round % 2));
+        let old = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ino = old.block_on(async {
+            let file = mmap_actor::MappedFile::create(&path, 4096).await.unwrap();
+            file.close().await.unwrap();
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap())
+        });
+        // The actor may still be running its end: do not wait for it.
+        old.shutdown_background();
+        std::fs::remove_file(&path).unwrap();
+        let new = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        new.block_on(async {
+            let file = mmap_actor::MappedFile::create(&path, 8192)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: create after a removal: {e:?}"));
+            if std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap()) == ino {
+                reused += 1;
+            }
+            file.update(0, b"new".to_vec()).await.unwrap();
+            assert_eq!(file.len(), 8192);
+            file.close().await.unwrap();
+        });
+        std::fs::remove_file(&path).unwrap();
+    }
+    println!("inode numbers reused in {reused} of 40 rounds");
+}

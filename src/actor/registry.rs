@@ -63,6 +63,17 @@ impl Door {
     }
 }
 
+impl Slot {
+    /// Whether an open or a lease of this process still has the file
+    /// mapped. When nothing does, the file the slot was made for may be
+    /// gone (closed and unlinked) and its inode number given to a new
+    /// file: a new open must not join the actor behind the door then (that
+    /// actor is about to stop, perhaps with its runtime).
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.mapped.load(Ordering::Acquire) > 0
+    }
+}
+
 /// One file's entry: the door to its actor, if one runs, and how many
 /// opens of the file still have a generation mapped (leases included).
 #[derive(Debug, Default)]

@@ -61,7 +61,14 @@ impl Actor {
             return false;
         }
         self.attach_rx.close();
-        *door = None;
+        // Unless a new open already replaced it with its own actor's (this
+        // file had nothing mapped any more: `Slot::is_mapped`).
+        if door
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(&d.gate, &self.gate))
+        {
+            *door = None;
+        }
         drop(door);
         tracing::debug!("no open and no lease left; the actor stops");
         registry().release(self.id, slot);

@@ -99,8 +99,11 @@ impl OpenOptions {
         mut probe: Probe,
     ) -> Result<(MappedFile, MappingActor, Option<(u64, bool)>)> {
         let mut door = slot.door.lock().await;
+        // Read before this open counts itself: a door is joined only while
+        // the file behind it is still mapped (`Slot::is_mapped`).
+        let mapped_elsewhere = slot.is_mapped();
         let keep = registry::keep(slot, probe.lock.take());
-        if let Some(open_door) = door.as_ref().filter(|d| d.is_open()) {
+        if let Some(open_door) = door.as_ref().filter(|d| d.is_open() && mapped_elsewhere) {
             let resize = disk::wanted_len(self, &probe)?;
             let (file, open) = MappedFile::pair(
                 self,
