@@ -641,3 +641,46 @@ async fn leases_dropped_on_other_threads_after_close() {
     assert_eq!(on_disk[1024..1040], [9u8; 16]);
     assert_eq!(on_disk[2048..2056], 4000u64.to_le_bytes());
 }
+
+/// Flushes led by their callers (`flush` without a round trip): the first
+/// flusher starts the sync, and dropping its future (or any other) never
+/// leaves the others, or later flushes, waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_flush_futures_leave_no_flush_waiting() {
+    let scratch = Scratch::new();
+    let file = MappedFile::create(scratch.path("flushes"), 1 << 20)
+        .await
+        .unwrap();
+    tokio::time::timeout(HANG, async {
+        for round in 0..200u64 {
+            file.update_from(round * 64, &round.to_le_bytes())
+                .await
+                .unwrap();
+            let mut flushes = Vec::new();
+            // Each one polled once: the first starts a sync, the others
+            // queue behind it (or start their own).
+            for _ in 0..6 {
+                let mut f = Box::pin(file.flush());
+                match poll_then_drop(f.as_mut(), 1).await {
+                    None => flushes.push(f),
+                    Some(done) => done.expect("a flush"),
+                }
+            }
+            // Drop the leader, and every other one of the rest (all of
+            // them every third round).
+            let kept: Vec<_> = flushes
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1 && round % 3 != 0)
+                .map(|(_, f)| f)
+                .collect();
+            for f in kept {
+                f.await.expect("a flush queued behind a dropped one");
+            }
+        }
+        file.flush().await.expect("a flush after them all");
+        file.close().await.expect("close");
+    })
+    .await
+    .expect("a flush hung after others were dropped");
+}

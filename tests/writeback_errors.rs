@@ -154,6 +154,29 @@ async fn fdatasync_eio(path: &Path) {
     assert!(matches!(file.load(0, 1).await, Err(Error::Closed)));
 }
 
+/// The first `fdatasync` fails (`when=1`): the open that flushed and the
+/// other open of the file made before the failure are poisoned; an open
+/// made after it is not, and its flush syncs again.
+async fn fdatasync_eio_other_opens(path: &Path) {
+    let a = MappedFile::open_rw(path).await.expect("open a");
+    let b = MappedFile::open_rw(path).await.expect("open b");
+    a.update_from(0, b"from a").await.expect("update");
+    assert_io(&a.flush().await.expect_err("the failing sync"), "sync", EIO);
+    assert!(a.is_poisoned(), "the open that flushed");
+    assert!(b.is_poisoned(), "an open made before the failure");
+    assert_poisoned(&b.flush().await.expect_err("b's flush"), EIO);
+    let c = MappedFile::open_rw(path).await.expect("open c");
+    assert!(!c.is_poisoned(), "a reopen after the failure is not poisoned");
+    c.update_from(8, b"from c").await.expect("update c");
+    c.flush().await.expect("c syncs again");
+    assert_poisoned(&a.flush().await.expect_err("a stays poisoned"), EIO);
+    let bytes = c.load(0, 14).await.expect("load");
+    assert_eq!((&bytes[..6], &bytes[8..]), (&b"from a"[..], &b"from c"[..]));
+    c.close().await.expect("close c");
+    assert_poisoned(&b.close().await.expect_err("b's close flushes"), EIO);
+    drop(a);
+}
+
 async fn msync_eio(path: &Path) {
     let file = MappedFile::open_rw(path).await.expect("open");
     let mut model = pattern(LEN);
@@ -385,6 +408,7 @@ fn writeback_child_runs_scenario() {
     rt.block_on(async {
         match scenario {
             "fdatasync_eio" => fdatasync_eio(path).await,
+            "fdatasync_eio_other_opens" => fdatasync_eio_other_opens(path).await,
             "msync_eio" => msync_eio(path).await,
             "fallocate_enospc" => fallocate_enospc(path).await,
             "ftruncate_eio_grow" => ftruncate_eio_grow(path).await,
@@ -443,6 +467,15 @@ fn writeback_fdatasync_eio_fails_every_flush_and_poisons() {
         "writeback_fdatasync_eio_fails_every_flush_and_poisons",
         "fdatasync_eio",
         "fdatasync:error=EIO",
+    );
+}
+
+#[test]
+fn writeback_fdatasync_eio_poisons_the_opens_made_before_it() {
+    injected(
+        "writeback_fdatasync_eio_poisons_the_opens_made_before_it",
+        "fdatasync_eio_other_opens",
+        "fdatasync:error=EIO:when=1",
     );
 }
 

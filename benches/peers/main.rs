@@ -158,8 +158,9 @@ const WORKLOADS: [(&str, Workload); 16] = [
     ("H3", hints::h3),
 ];
 
-/// Counts the syncs the group commit starts (its "sync started" debug
-/// event, the only event of its module) for P4b's appends per sync.
+/// Counts the syncs the group commits start (their "sync started" debug
+/// events, the only events of their modules but a failed sync's) for
+/// P4b's appends per sync.
 struct SyncCounter;
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SyncCounter {
@@ -175,7 +176,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SyncCounter {
 fn count_syncs() {
     use tracing_subscriber::prelude::*;
     let only_syncs = tracing_subscriber::filter::Targets::new()
-        .with_target("mmap_actor::actor::group_commit", tracing::Level::DEBUG);
+        .with_target("mmap_actor::actor::group_commit", tracing::Level::DEBUG)
+        .with_target("mmap_actor::actor::caller_sync", tracing::Level::DEBUG);
     let _ = tracing_subscriber::registry()
         .with(SyncCounter.with_filter(only_syncs))
         .try_init();

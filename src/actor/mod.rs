@@ -11,6 +11,7 @@
 //!   lease, prewarm, flush);
 //! - [`resize`]: the resize protocol;
 //! - [`group_commit`] and [`sync`]: the flushes that share one sync;
+//!   [`caller_sync`]: whole-file flushes that callers lead themselves;
 //! - [`hints`] and [`locks`]: write-back, advice, page locks and huge
 //!   pages, and what each new generation inherits;
 //! - [`shutdown`]: closing an open, and the actor's end;
@@ -22,6 +23,7 @@
 
 pub(crate) mod append;
 pub(crate) mod batch;
+pub(crate) mod caller_sync;
 mod changes;
 mod group_commit;
 pub(crate) mod hints;
@@ -125,9 +127,6 @@ pub(crate) struct Actor {
     sync_covers: tally::Written,
     /// The file's counts (written, flushed), shared with every handle.
     tally: Arc<tally::Tally>,
-    /// The writes counted at the last flush request: the write method is
-    /// chosen on the writes between flushes.
-    method_mark: tally::Written,
     /// The clock of `FlushPolicy::Interval`, if an open has that policy.
     interval: Option<tokio::time::Interval>,
     /// The appenders' cursors, made by the first append (most mappings
@@ -168,7 +167,6 @@ impl MappingActor {
             syncing: None,
             sync_covers: tally::Written::default(),
             tally: parts.tally,
-            method_mark: tally::Written::default(),
             interval: None,
             appends: None,
         });

@@ -221,9 +221,7 @@ impl Actor {
         }
         // How updates should reach the page cache from now on depends on
         // how many came between flushes (`write_method.rs`).
-        let total = self.tally.total(&self.gate);
-        let writes = total.writes - self.method_mark.writes;
-        self.method_mark = total;
+        let writes = self.tally.sync.mark_flush(self.tally.total(&self.gate));
         for other in &self.opens {
             other.shared.method.flushed_after(writes);
         }

@@ -43,6 +43,9 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// The kind of the first failed sync; once set, flushes fail.
     poisoned: OnceLock<io::ErrorKind>,
+    /// This open's serial number among the file's opens: a sync that
+    /// fails poisons the opens made before it (`CallerSync::poison_all`).
+    serial: u64,
     /// The current generation, for small loads and updates served by the
     /// calling task while the actor has nothing that could conflict (the
     /// direct path, `sys/gate.rs`).
@@ -87,6 +90,7 @@ impl Shared {
             len: AtomicU64::new(generation.len()),
             closed: AtomicBool::new(false),
             poisoned: OnceLock::new(),
+            serial: tally.sync.new_open(),
             current: GateCell::new(gate, generation),
             tally,
             notices,
@@ -106,15 +110,26 @@ impl Shared {
 
     /// The error every flush gets once a sync has failed, if one has.
     pub(crate) fn poisoned(&self) -> Option<Error> {
-        self.poisoned.get().map(|&kind| Error::Poisoned {
+        self.poisoned_kind().map(|kind| Error::Poisoned {
             path: self.path.clone(),
             kind,
         })
     }
 
+    fn poisoned_kind(&self) -> Option<io::ErrorKind> {
+        if let Some(&kind) = self.poisoned.get() {
+            return Some(kind);
+        }
+        // A caller-led sync of the file failed after this open was made.
+        if self.mode == Mode::ReadWrite {
+            return self.tally.sync.poisoned(self.serial);
+        }
+        None
+    }
+
     /// Whether a sync has failed.
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.get().is_some()
+        self.poisoned_kind().is_some()
     }
 
     /// Records a failed sync: every later flush fails until reopened.

@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::caller_sync::CallerSync;
 use crate::sys::gate::Gate;
 
 /// Writes and bytes, as one pair.
@@ -34,6 +35,9 @@ pub(crate) struct Tally {
     /// The totals at which a policy flush is due (`u64::MAX`: none).
     due_writes: AtomicU64,
     due_bytes: AtomicU64,
+    /// Whole-file flushes led by their callers, and the file's poisoning
+    /// (`caller_sync.rs`).
+    pub(crate) sync: CallerSync,
 }
 
 impl Tally {

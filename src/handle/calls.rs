@@ -1,11 +1,15 @@
 //! The requests the actor serves: loads, updates, read-modify-writes,
 //! flushes, resizes, prewarming and close.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use tracing::Instrument;
 
 use super::direct::spend_budget;
 use super::write::Source;
 use super::{request_span, MappedFile};
+use crate::actor::caller_sync::Target;
 use crate::error::{Error, Result};
 use crate::request::{Inline, OnConflict, Request, ResizeKind};
 use crate::Mode;
@@ -141,8 +145,11 @@ impl MappedFile {
 
     /// Makes every update (and every write through a lease) that completed
     /// before this call durable: it returns `Ok` only after an `fdatasync`
-    /// of the file has succeeded. Concurrent flushes share one sync (group
-    /// commit). On a read-only or copy-on-write mapping it is an `Ok` no-op.
+    /// of the file has succeeded. Concurrent flushes share syncs (group
+    /// commit). The calling task starts the sync on the blocking pool
+    /// itself (no round trip to the actor) unless one is running that it
+    /// can queue behind. On a read-only or copy-on-write mapping, or an
+    /// anonymous one, it is an `Ok` no-op.
     ///
     /// # Errors
     ///
@@ -156,12 +163,18 @@ impl MappedFile {
     /// unknown to the caller (a later flush reports a failure as
     /// [`Error::Poisoned`]).
     pub async fn flush(&self) -> Result<()> {
-        if self.shared.mode != Mode::ReadWrite {
+        if self.shared.mode != Mode::ReadWrite || self.shared.anonymous {
             return if self.shared.is_closed() {
                 Err(Error::Closed)
             } else {
                 Ok(())
             };
+        }
+        // Led by this task when it runs on a tokio runtime (no round trip
+        // to the actor: `actor/caller_sync.rs`); through the actor
+        // otherwise.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return self.flush_led().await;
         }
         self.call(
             "flush",
@@ -170,6 +183,40 @@ impl MappedFile {
             |reply| Request::Inline(Inline::Flush { range: None, reply }),
         )
         .await
+    }
+
+    /// A whole-file flush this task leads (`actor/caller_sync.rs`).
+    async fn flush_led(&self) -> Result<()> {
+        let shared = &self.shared;
+        if shared.is_closed() {
+            return Err(Error::Closed);
+        }
+        if let Some(err) = shared.poisoned() {
+            return Err(err);
+        }
+        let tally = &shared.tally;
+        // How updates reach the page cache from now on depends on how many
+        // came between flushes (`actor/write_method.rs`).
+        shared
+            .method
+            .flushed_after(tally.sync.mark_flush(tally.total(shared.gate())));
+        let target = || Target {
+            tally: Arc::clone(tally),
+            gate: Arc::clone(shared.gate()),
+            file: Arc::clone(&shared.file),
+            path: shared.path.clone(),
+        };
+        tally
+            .sync
+            .flush(target)
+            .instrument(request_span("flush", 0, self.len()))
+            .await?;
+        // A sync that failed meanwhile (a resize's) reported a write-back
+        // error this one's success does not cover.
+        match shared.poisoned() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// Bytes written to the file through this process (every open of it,
