@@ -52,6 +52,7 @@ pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 
 const CAPACITY: usize = SUBSCRIPTION_CAPACITY;
 
+
 /// One change about to be published.
 #[derive(Clone, Debug)]
 pub(crate) struct Draft {
@@ -234,9 +235,19 @@ impl Subscriber {
 
     /// The next change this subscription reports out of `segments`, taken
     /// from the front.
+    #[inline]
     pub(crate) fn take(&self, segments: &mut VecDeque<Segment>) -> Option<Change> {
-        let d = self.next_reported(segments)?;
-        Some(self.change(d.seq, &d))
+        while let Some(seg) = segments.front_mut() {
+            let drafts = &seg.published.drafts;
+            while let Some(d) = drafts.get(seg.next) {
+                seg.next += 1;
+                if seg.all || self.reports(d) {
+                    return Some(self.change(d.seq, d));
+                }
+            }
+            segments.pop_front();
+        }
+        None
     }
 
     /// Moves past the next change this subscription reports and returns
@@ -410,6 +421,7 @@ impl Feed {
         if drafts.is_empty() || !self.is_watched() {
             return;
         }
+
         let mut wake = Vec::new();
         {
             let mut hub = self.hub();

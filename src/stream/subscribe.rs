@@ -276,9 +276,9 @@ impl Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(err) = this.invalid.take() {
+        if this.invalid.is_some() {
             this.done = true;
-            return Poll::Ready(Some(Err(err)));
+            return Poll::Ready(this.invalid.take().map(Err));
         }
         let Some(sub) = this.sub.as_ref() else {
             return Poll::Ready(None);
