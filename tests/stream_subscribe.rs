@@ -539,3 +539,115 @@ fn subscribe_auto_traits() {
     send_sync_clone::<Change>();
     send_sync_clone::<ChangeKind>();
 }
+
+/// With four or more subscriptions a sink stores and publishes watched
+/// items itself. Two sinks race over the same offsets while five
+/// subscriptions (one with data) watch: every subscription sees every
+/// change in increasing `seq`, and for each offset the bytes of the last
+/// change the data subscription saw are the bytes in the file (a write
+/// and its publication are one step, so changes to the same bytes are
+/// published in the order they were written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_sinks_publishing_themselves_keep_the_order_of_writes() {
+    let s = Scratch::new();
+    let file = MappedFile::create(s.path("race"), SLOTS * 64)
+        .await
+        .unwrap();
+    // A race is short: many rounds.
+    for round in 0..30 {
+        race_two_sinks(&file, round).await;
+    }
+    file.close().await.unwrap();
+}
+
+const SLOTS: u64 = 64;
+
+async fn race_two_sinks(file: &MappedFile, round: u64) {
+    // Both sinks' changes fit in a subscription: read after the race,
+    // nothing lags.
+    const ITEMS: u64 = SUBSCRIPTION_CAPACITY as u64 / 2 - 8;
+    let mut data_sub = file.subscribe_with_data(..);
+    let mut plain: Vec<_> = (0..4).map(|_| file.subscribe(..)).collect();
+    let writers: Vec<_> = (0..2u8)
+        .map(|w| {
+            let file = file.clone();
+            tokio::spawn(async move {
+                let mut sink = file.update_sink();
+                let mut items = futures::stream::iter((0..ITEMS).map(move |i| {
+                    let slot = (i * 7 + u64::from(w) * 13 + round) % SLOTS;
+                    let mut bytes = [w + 1; 64];
+                    bytes[..8].copy_from_slice(&(round << 32 | i).to_le_bytes());
+                    Ok((slot * 64, Bytes::copy_from_slice(&bytes)))
+                }));
+                sink.send_all(&mut items).await.unwrap();
+                sink.close().await.unwrap();
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut last: Vec<Option<Bytes>> = vec![None; SLOTS as usize];
+    let mut prev_seq = None;
+    for _ in 0..2 * ITEMS {
+        let c = next(&mut data_sub).await;
+        assert!(prev_seq < Some(c.seq()), "seq must increase");
+        prev_seq = Some(c.seq());
+        let bytes = c.data().expect("the changed bytes");
+        assert_eq!((c.data_offset(), bytes.len()), (Some(c.offset()), 64));
+        last[(c.offset() / 64) as usize] = Some(bytes.clone());
+    }
+    for sub in &mut plain {
+        let mut prev = None;
+        for _ in 0..2 * ITEMS {
+            let c = next(sub).await;
+            assert!(prev < Some(c.seq()));
+            prev = Some(c.seq());
+        }
+        nothing_more(sub);
+    }
+    nothing_more(&mut data_sub);
+    let content = file.load(0, SLOTS * 64).await.unwrap();
+    for (slot, seen) in last.iter().enumerate() {
+        let bytes = seen.as_ref().expect("every slot was written");
+        assert_eq!(
+            &content[slot * 64..slot * 64 + 64],
+            &bytes[..],
+            "round {round}, slot {slot}: the file must hold the last change reported"
+        );
+    }
+}
+
+/// A sink publishing itself stops at an item it cannot apply: the items
+/// before it are applied and reported, the error names its offset, and
+/// nothing after it is applied or reported.
+#[tokio::test]
+async fn subscribe_sink_publishing_itself_stops_at_a_failing_item() {
+    let s = Scratch::new();
+    let file = MappedFile::create(s.path("fail"), 4096).await.unwrap();
+    let mut subs: Vec<_> = (0..4).map(|_| file.subscribe(..)).collect();
+    let mut sink = file.update_sink();
+    let mut items = futures::stream::iter((0..100u64).map(|i| {
+        // Item 60 is past the end.
+        let offset = if i == 60 { 8192 } else { i * 32 % 4096 };
+        Ok((offset, Bytes::from(vec![i as u8 + 1; 32])))
+    }));
+    let err = sink.send_all(&mut items).await.unwrap_err();
+    match err {
+        Error::SinkItem {
+            offset, applied, ..
+        } => assert_eq!((offset, applied), (8192, 60)),
+        other => panic!("expected SinkItem, got {other:?}"),
+    }
+    drop(sink);
+    for sub in &mut subs {
+        for i in 0..60u64 {
+            assert_eq!(next(sub).await.offset(), i * 32 % 4096);
+        }
+        nothing_more(sub);
+    }
+    let content = file.load(0, 4096).await.unwrap();
+    assert_eq!(content[59 * 32], 60, "item 59 applied");
+    assert_eq!(content[61 * 32], 0, "item 61 not applied");
+    file.close().await.unwrap();
+}

@@ -166,7 +166,10 @@ async fn fdatasync_eio_other_opens(path: &Path) {
     assert!(b.is_poisoned(), "an open made before the failure");
     assert_poisoned(&b.flush().await.expect_err("b's flush"), EIO);
     let c = MappedFile::open_rw(path).await.expect("open c");
-    assert!(!c.is_poisoned(), "a reopen after the failure is not poisoned");
+    assert!(
+        !c.is_poisoned(),
+        "a reopen after the failure is not poisoned"
+    );
     c.update_from(8, b"from c").await.expect("update c");
     c.flush().await.expect("c syncs again");
     assert_poisoned(&a.flush().await.expect_err("a stays poisoned"), EIO);

@@ -14,6 +14,8 @@ use super::MappedFile;
 use crate::actor::write_method::WriteMethod;
 use crate::error::{Error, Result};
 use crate::region;
+use crate::stream::feed::Draft;
+use crate::stream::ChangeKind;
 use crate::sys::gate::Reading;
 use crate::sys::Generation;
 use crate::INLINE_COPY_MAX;
@@ -28,6 +30,18 @@ use crate::INLINE_COPY_MAX;
 /// see `OpenOptions::write_through`) goes direct up to
 /// [`INLINE_COPY_MAX`].
 pub const DIRECT_MAX: usize = 4096;
+
+/// The bytes [`MappedFile::update_published`] copies in one gate entry: a
+/// holder (a lease, a resize) waits for about this much copying at most.
+const PUBLISHED_MAX: usize = 64 * 1024;
+
+/// A sink publishes its changes itself once this many subscriptions are
+/// live; below it the actor applies and publishes them. The actor's copy
+/// runs beside the producer's own work, on another thread, which pays
+/// while few readers compete for the runtime's threads; with many, the
+/// actor's turn comes after theirs and the producer waits for it, so the
+/// producer stores and publishes itself (`docs/PERFORMANCE.md`, P11).
+const PUBLISH_ITSELF_FROM: u64 = 4;
 
 /// Zeros to copy from, for `zero` (in `.bss`: it costs no file size, and
 /// no memory until read).
@@ -119,6 +133,75 @@ impl MappedFile {
                 .send(crate::lease_table::Notice::PolicyDue);
         }
         true
+    }
+
+    /// Whether small updates of watched bytes may be stored by the calling
+    /// task and published by it ([`update_published`](Self::update_published)):
+    /// a writable open that stores (updates written with `pwrite` go to the
+    /// actor, which writes a batch with one `pwritev`), watched by at least
+    /// [`PUBLISH_ITSELF_FROM`] subscriptions.
+    pub(crate) fn publishes_directly(&self) -> bool {
+        self.shared.writable
+            && self.shared.method.get() == WriteMethod::Store
+            && self.shared.feed.subscriptions() >= PUBLISH_ITSELF_FROM
+    }
+
+    /// Small updates stored by the calling task while subscriptions may
+    /// watch their bytes, published by it: in one gate entry, the items are
+    /// written and their changes published under the feed's lock, so that
+    /// changes to the same bytes are published in the order they were
+    /// written (`Feed::publish_with`), and the actor, leases and resizes,
+    /// which close the gate, are ordered before or after the lot. At most
+    /// [`PUBLISHED_MAX`] bytes per entry. Returns how many items, from the
+    /// first, were applied: all, or up to the first that is too large,
+    /// out of bounds, or read-only (the actor serves the rest, and reports
+    /// the error), or none when the gate is closed.
+    ///
+    /// The subscriptions to wake go to `wake` (`Feed::wake` wakes them).
+    pub(crate) fn update_published(
+        &self,
+        items: &[(u64, Bytes)],
+        wake: &mut Vec<std::task::Waker>,
+    ) -> usize {
+        if !self.publishes_directly() || self.shared.is_closed() {
+            return 0;
+        }
+        let Some(reading) = self.shared.current.enter() else {
+            return 0;
+        };
+        let applied = self.shared.feed.publish_with(wake, |drafts, with_bytes| {
+            reading.with(|generation, entered| {
+                let mut bytes = 0;
+                for (offset, data) in items {
+                    if data.len() > DIRECT_MAX
+                        || (bytes + data.len() > PUBLISHED_MAX && !drafts.is_empty())
+                        || !generation.write_direct(entered, *offset, data)
+                    {
+                        break;
+                    }
+                    bytes += data.len();
+                    drafts.push(if with_bytes {
+                        Draft::with_bytes(*offset, ChangeKind::Update, data)
+                    } else {
+                        Draft::new(*offset, data.len() as u64, ChangeKind::Update)
+                    });
+                }
+                drafts.len()
+            })
+        });
+        let mut due = false;
+        for (_, data) in &items[..applied] {
+            let slot_writes = reading.wrote(data.len() as u64);
+            due |= self.shared.tally.due_after(self.shared.gate(), slot_writes);
+        }
+        drop(reading);
+        if due {
+            let _ = self
+                .shared
+                .notices
+                .send(crate::lease_table::Notice::PolicyDue);
+        }
+        applied
     }
 
     /// A small load into `buf`, served by the calling task if the gate is

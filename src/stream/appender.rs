@@ -349,7 +349,7 @@ impl Launch for Appends {
         true
     }
 
-    fn launch(&mut self, buffer: &mut VecDeque<Bytes>) -> Launched<Error> {
+    fn launch(&mut self, buffer: &mut VecDeque<Bytes>, _idle: bool) -> Launched<Error> {
         let mut records = Vec::new();
         let mut cost = 0;
         let mut bytes = 0;

@@ -52,7 +52,6 @@ pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 
 const CAPACITY: usize = SUBSCRIPTION_CAPACITY;
 
-
 /// One change about to be published.
 #[derive(Clone, Debug)]
 pub(crate) struct Draft {
@@ -201,6 +200,13 @@ pub(crate) struct Inbox {
     pub(crate) waker: Option<Waker>,
 }
 
+/// Wakes subscriptions, outside every lock (a waker may do anything).
+fn wake_all(wake: Vec<Waker>) {
+    for waker in wake {
+        waker.wake();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind: carry on.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -318,6 +324,11 @@ impl Feed {
         self.count.load(Ordering::Acquire) != 0
     }
 
+    /// How many subscriptions are live.
+    pub(crate) fn subscriptions(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
     /// Whether a live subscription wants the changed bytes.
     pub(crate) fn wants_bytes(&self) -> bool {
         self.is_watched()
@@ -421,37 +432,66 @@ impl Feed {
         if drafts.is_empty() || !self.is_watched() {
             return;
         }
+        let wake = Self::deliver(&mut self.hub(), drafts);
+        wake_all(wake);
+    }
 
+    /// Runs `write` under the feed's lock, then publishes the drafts it
+    /// pushed (`write` is told whether data subscriptions want the bytes).
+    ///
+    /// For writers that no lease or hold orders (direct updates of watched
+    /// bytes): with the write and its publication under one lock, two of
+    /// them on the same bytes publish in the order they wrote. Every other
+    /// writer writes and publishes while the gate is closed to them.
+    ///
+    /// The subscriptions to wake are added to `wake`, for the caller to
+    /// wake ([`Feed::wake`]) once it is done with every lock; a writer
+    /// publishing several lots wakes them once.
+    pub(crate) fn publish_with<R>(
+        &self,
+        wake: &mut Vec<Waker>,
+        write: impl FnOnce(&mut Vec<Draft>, bool) -> R,
+    ) -> R {
+        let mut drafts = Vec::new();
+        let mut hub = self.hub();
+        let with_bytes = self.inner().with_data.load(Ordering::Acquire) != 0;
+        let result = write(&mut drafts, with_bytes);
+        wake.extend(Self::deliver(&mut hub, drafts));
+        result
+    }
+
+    /// Wakes what [`publish_with`](Self::publish_with) collected, outside
+    /// every lock.
+    pub(crate) fn wake(wake: Vec<Waker>) {
+        wake_all(wake);
+    }
+
+    /// Gives `drafts` their `seq`s and pushes them to the subscriptions
+    /// they touch; returns the wakers to wake once the locks are let go.
+    fn deliver(hub: &mut Hub, mut drafts: Vec<Draft>) -> Vec<Waker> {
         let mut wake = Vec::new();
-        {
-            let mut hub = self.hub();
-            if hub.ended {
-                return;
-            }
-            let mut drafts = drafts;
-            for d in &mut drafts {
-                d.seq = hub.seq;
-                hub.seq += 1;
-            }
-            let published = Arc::new(Published::new(drafts));
-            for sub in &hub.subs {
-                let count = if sub.covers(&published) {
-                    published.drafts.len()
-                } else {
-                    published.drafts.iter().filter(|d| sub.reports(d)).count()
-                };
-                if count == 0 {
-                    continue;
-                }
-                let mut inbox = sub.inbox();
-                inbox.push(sub, &published, count);
-                wake.extend(inbox.waker.take());
-            }
+        if hub.ended || drafts.is_empty() {
+            return wake;
         }
-        // Outside the locks: a waker may do anything.
-        for waker in wake {
-            waker.wake();
+        for d in &mut drafts {
+            d.seq = hub.seq;
+            hub.seq += 1;
         }
+        let published = Arc::new(Published::new(drafts));
+        for sub in &hub.subs {
+            let count = if sub.covers(&published) {
+                published.drafts.len()
+            } else {
+                published.drafts.iter().filter(|d| sub.reports(d)).count()
+            };
+            if count == 0 {
+                continue;
+            }
+            let mut inbox = sub.inbox();
+            inbox.push(sub, &published, count);
+            wake.extend(inbox.waker.take());
+        }
+        wake
     }
 
     /// Publishes one change of `bytes.len()` bytes at `offset`, whose new

@@ -10,8 +10,11 @@
 //!   next is cut and sent: up to `max_batches` are answered in order. The
 //!   actor keeps them in order too (see `actor/batch.rs`).
 //! - **Batch size** adapts: a batch is cut at once when nothing is in
-//!   flight (low latency), otherwise once a full batch (`Launch::FULL`) has
-//!   piled up, or on a flush; so batches grow when the actor is busy.
+//!   flight (low latency), otherwise once a full batch (`Launch::FULL`, or
+//!   the in-flight bound if lower) has piled up, or on a flush; so batches
+//!   grow when the actor is busy. A sink that applies batches itself
+//!   (`Launch::gathers`: an update sink whose bytes are watched) gathers a
+//!   full batch even when idle, since it publishes a batch at once.
 //! - **Bounded memory**: `poll_ready` is pending while the items buffered
 //!   and in flight cost `max_in_flight` or more (an item costs its bytes
 //!   plus its slot); a single item larger than the bound is accepted when
@@ -47,9 +50,20 @@ pub(crate) trait Launch: Unpin {
     /// actor).
     fn alone(buffer: &VecDeque<Self::Item>) -> bool;
 
+    /// Cut a batch once this much is buffered when nothing is in flight
+    /// and the sink [`gathers`](Self::gathers).
+    const GATHER: usize = 0;
+
+    /// Whether a batch should be gathered to `GATHER` even when nothing is
+    /// in flight: the sink applies batches itself, and a larger one costs
+    /// less per item (a sink publishing its changes to subscriptions).
+    fn gathers(&self) -> bool {
+        false
+    }
+
     /// Takes the next batch off the front of `buffer` (at least one item)
-    /// and starts sending it.
-    fn launch(&mut self, buffer: &mut VecDeque<Self::Item>) -> Launched<Self::Failure>;
+    /// and starts sending it; `idle`: no earlier batch is in flight.
+    fn launch(&mut self, buffer: &mut VecDeque<Self::Item>, idle: bool) -> Launched<Self::Failure>;
 
     /// The error the sink reports for a failure, `applied` items into its
     /// life.
@@ -128,6 +142,10 @@ impl<L: Launch> Pipe<L> {
         &self.launch
     }
 
+    pub(crate) fn launcher_mut(&mut self) -> &mut L {
+        &mut self.launch
+    }
+
     /// Items applied so far.
     pub(crate) fn applied(&self) -> u64 {
         self.applied
@@ -197,14 +215,19 @@ impl<L: Launch> Pipe<L> {
                 self.answers.push_back((landing, cost));
                 continue;
             }
+            // A full batch: `FULL`, or what the bound lets in (a gathering
+            // sink must cut what `poll_ready` waits on).
+            let full = self.buffered >= L::FULL.min(self.max_in_flight);
+            let gathered = self.buffered >= L::GATHER.min(self.max_in_flight);
+            let idle = self.answers.is_empty();
             let cut = !self.buffer.is_empty()
                 && self.answers.len() < self.max_batches
-                && (self.answers.is_empty()
-                    || (!L::alone(&self.buffer) && (flushing || self.buffered >= L::FULL)));
+                && ((idle && (flushing || gathered || !self.launch.gathers()))
+                    || (!L::alone(&self.buffer) && (flushing || full)));
             if !cut {
                 return Ok(());
             }
-            let launched = self.launch.launch(&mut self.buffer);
+            let launched = self.launch.launch(&mut self.buffer, idle);
             self.buffered = self.buffered.saturating_sub(launched.cost);
             self.in_flight += launched.cost;
             self.sending = Some((launched.sent, launched.cost));

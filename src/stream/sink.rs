@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -11,6 +11,7 @@ use futures::Sink;
 
 use std::sync::Arc;
 
+use super::feed::{Feed, SUBSCRIPTION_CAPACITY};
 use super::pipe::{poll_boxed, whole, Landed, Landing, Launch, Launched, Pipe};
 use crate::actor::batch::Line;
 use crate::error::{Error, Result};
@@ -27,6 +28,12 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1 << 20;
 /// 4,000 small items), so it never holds its thread long. An item larger
 /// than [`INLINE_COPY_MAX`] travels alone, as one `update`.
 const BATCH_MAX: usize = 256 * 1024;
+
+/// What a sink whose bytes are watched gathers before it stores and
+/// publishes a batch itself: enough to publish rarely (each publication
+/// costs a lock per subscription), little enough that the items' buffers
+/// are still in the cache when they are copied.
+const GATHER: usize = BATCH_MAX;
 
 /// Batches a sink has in flight at most (sent, not yet answered): enough
 /// that the actor finds the next one waiting when it is done with one.
@@ -72,6 +79,8 @@ impl MappedFile {
                 Updates {
                     file: self.clone(),
                     line: Arc::new(Line::default()),
+                    wake: Vec::new(),
+                    unwoken: 0,
                 },
                 DEFAULT_MAX_IN_FLIGHT,
                 MAX_BATCHES,
@@ -106,6 +115,15 @@ const BUDGET_EVERY: u32 = 16;
 ///   updates when the actor is idle, and batches when it is not. Such a
 ///   sink spends the task's scheduling budget as it goes, so `send_all` of
 ///   a stream that is always ready still yields to the runtime.
+/// - **Subscriptions**: changes are published as items are applied. While
+///   four or more subscriptions are live, the sink applies small items of
+///   watched bytes itself instead of sending them to the actor: it gathers
+///   a batch (256 KiB, or less at a flush), stores it through the direct
+///   path 64 KiB per gate entry, publishing each part as one list of
+///   changes, and wakes the subscriptions it reached once per 256 changes
+///   (below their capacity), at a flush, and when dropped. Items sent with
+///   `feed` and not yet flushed may therefore wait in the sink (as any
+///   buffering sink's may) and their changes with them.
 /// - **Backpressure**: at most [`max_in_flight`](Self::max_in_flight) bytes
 ///   (default [`DEFAULT_MAX_IN_FLIGHT`]; each item counts its bytes plus a
 ///   few dozen for its slot) are held by the sink at once, buffered or in
@@ -219,7 +237,10 @@ impl Sink<(u64, Bytes)> for UpdateSink {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
         loop {
-            ready!(this.pipe.poll_sent(cx))?;
+            let sent = this.pipe.poll_sent(cx);
+            // What this sink published itself is told now.
+            this.pipe.launcher_mut().wake_subscribers();
+            ready!(sent)?;
             if !this.durable {
                 return Poll::Ready(Ok(()));
             }
@@ -264,6 +285,33 @@ struct Updates {
     file: MappedFile,
     /// Keeps the sink's batches in order in the actor.
     line: Arc<Line>,
+    /// Subscriptions to wake for changes this sink published itself, and
+    /// how many changes it published since it last woke them.
+    wake: Vec<Waker>,
+    unwoken: usize,
+}
+
+/// A sink that publishes its changes itself wakes the subscriptions it
+/// reached once per this many changes (and on a flush, and when dropped),
+/// not per batch: a wake-up from a thread outside the runtime costs a
+/// futex call, several microseconds on a virtual machine. Well below the
+/// subscriptions' capacity, so that a reader that keeps up never lags for
+/// it.
+const WAKE_AFTER: usize = SUBSCRIPTION_CAPACITY / 4;
+
+impl Updates {
+    fn wake_subscribers(&mut self) {
+        self.unwoken = 0;
+        if !self.wake.is_empty() {
+            Feed::wake(std::mem::take(&mut self.wake));
+        }
+    }
+}
+
+impl Drop for Updates {
+    fn drop(&mut self) {
+        self.wake_subscribers();
+    }
 }
 
 impl Launch for Updates {
@@ -283,9 +331,19 @@ impl Launch for Updates {
             .is_some_and(|(_, data)| data.len() > INLINE_COPY_MAX)
     }
 
+    const GATHER: usize = GATHER;
+
+    fn gathers(&self) -> bool {
+        self.file.publishes_directly()
+    }
+
     // Sending resolves to the answer's future on purpose (two steps).
     #[allow(clippy::async_yields_async)]
-    fn launch(&mut self, buffer: &mut VecDeque<(u64, Bytes)>) -> Launched<Self::Failure> {
+    fn launch(
+        &mut self,
+        buffer: &mut VecDeque<(u64, Bytes)>,
+        idle: bool,
+    ) -> Launched<Self::Failure> {
         let file = self.file.clone();
         let (offset, data) = buffer.pop_front().expect("a batch of at least one item");
         let mut cost = data.len() + ITEM_COST;
@@ -313,8 +371,35 @@ impl Launch for Updates {
             cost += c;
             items.extend(buffer.pop_front());
         }
+        // Watched bytes: stored here and published by this task, a gate
+        // entry at a time, while nothing of this sink is on its way to the
+        // actor (which would otherwise be overtaken); the actor gets what
+        // is left (the gate closed, an item it must refuse).
+        let mut direct = 0;
+        while idle && direct < items.len() {
+            match self.file.update_published(&items[direct..], &mut self.wake) {
+                0 => break,
+                n => direct += n,
+            }
+        }
+        self.unwoken += direct;
+        if self.unwoken >= WAKE_AFTER || direct < items.len() {
+            self.wake_subscribers();
+        }
+        if direct == items.len() {
+            drop(items);
+            let landed = Landed {
+                applied: direct as u64,
+                failed: None,
+            };
+            let landing: Landing<Self::Failure> = Box::pin(std::future::ready(landed));
+            let sent = Box::pin(std::future::ready(landing));
+            return Launched { sent, cost };
+        }
+        items.drain(..direct);
+        let direct = direct as u64;
         let line = Arc::downgrade(&self.line);
-        let first = offset;
+        let first = items[0].0;
         let sent = Box::pin(async move {
             let landing: Landing<Self::Failure> = match file.send_batch(items, line).await {
                 Ok(answer) => Box::pin(async move {
@@ -323,20 +408,20 @@ impl Launch for Updates {
                             // Freed here, on the task that allocated them.
                             drop(done.items);
                             Landed {
-                                applied: done.applied as u64,
+                                applied: direct + done.applied as u64,
                                 failed: done.failed,
                             }
                         }
                         // The request itself failed (closed, panicked):
                         // report it at the batch's first item.
                         Err(err) => Landed {
-                            applied: 0,
+                            applied: direct,
                             failed: Some((first, err)),
                         },
                     }
                 }),
                 Err(err) => Box::pin(std::future::ready(Landed {
-                    applied: 0,
+                    applied: direct,
                     failed: Some((first, err)),
                 })),
             };
