@@ -162,7 +162,11 @@ impl<L: Launch> Pipe<L> {
 
     /// The sticky state: an unreported failure is returned now (and the
     /// sink is closed); a closed sink refuses everything.
+    #[inline]
     fn check(&mut self) -> Result<()> {
+        if let State::Open = self.state {
+            return Ok(());
+        }
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Open => {
                 self.state = State::Open;
@@ -236,6 +240,12 @@ impl<L: Launch> Pipe<L> {
 
     /// `Sink::poll_ready`: room for one more item.
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // Nothing held: nothing to make progress on (the common case of a
+        // sink whose items are stored at once).
+        if self.buffer.is_empty() && self.is_idle() {
+            self.check()?;
+            return Poll::Ready(Ok(()));
+        }
         self.poll_progress(cx, false)?;
         let held = self.held();
         if held < self.max_in_flight || held == 0 {
