@@ -550,19 +550,22 @@ fn subscribe_auto_traits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_sinks_publishing_themselves_keep_the_order_of_writes() {
     let s = Scratch::new();
-    let file = MappedFile::create(s.path("race"), SLOTS * 64)
+    let file = MappedFile::create(s.path("race"), SLOTS * 1024)
         .await
         .unwrap();
-    // A race is short: many rounds.
+    // A race is short: many rounds; small items are gathered and stored a
+    // batch at a time, items of 1 KiB and more stored at once, their
+    // changes held.
     for round in 0..30 {
-        race_two_sinks(&file, round).await;
+        race_two_sinks(&file, round, 64).await;
+        race_two_sinks(&file, round, 1024).await;
     }
     file.close().await.unwrap();
 }
 
 const SLOTS: u64 = 64;
 
-async fn race_two_sinks(file: &MappedFile, round: u64) {
+async fn race_two_sinks(file: &MappedFile, round: u64, item: usize) {
     // Both sinks' changes fit in a subscription: read after the race,
     // nothing lags.
     const ITEMS: u64 = SUBSCRIPTION_CAPACITY as u64 / 2 - 8;
@@ -575,9 +578,9 @@ async fn race_two_sinks(file: &MappedFile, round: u64) {
                 let mut sink = file.update_sink();
                 let mut items = futures::stream::iter((0..ITEMS).map(move |i| {
                     let slot = (i * 7 + u64::from(w) * 13 + round) % SLOTS;
-                    let mut bytes = [w + 1; 64];
+                    let mut bytes = vec![w + 1; item];
                     bytes[..8].copy_from_slice(&(round << 32 | i).to_le_bytes());
-                    Ok((slot * 64, Bytes::copy_from_slice(&bytes)))
+                    Ok((slot * item as u64, Bytes::from(bytes)))
                 }));
                 sink.send_all(&mut items).await.unwrap();
                 sink.close().await.unwrap();
@@ -594,8 +597,8 @@ async fn race_two_sinks(file: &MappedFile, round: u64) {
         assert!(prev_seq < Some(c.seq()), "seq must increase");
         prev_seq = Some(c.seq());
         let bytes = c.data().expect("the changed bytes");
-        assert_eq!((c.data_offset(), bytes.len()), (Some(c.offset()), 64));
-        last[(c.offset() / 64) as usize] = Some(bytes.clone());
+        assert_eq!((c.data_offset(), bytes.len()), (Some(c.offset()), item));
+        last[(c.offset() / item as u64) as usize] = Some(bytes.clone());
     }
     for sub in &mut plain {
         let mut prev = None;
@@ -607,11 +610,11 @@ async fn race_two_sinks(file: &MappedFile, round: u64) {
         nothing_more(sub);
     }
     nothing_more(&mut data_sub);
-    let content = file.load(0, SLOTS * 64).await.unwrap();
+    let content = file.load(0, SLOTS * item as u64).await.unwrap();
     for (slot, seen) in last.iter().enumerate() {
         let bytes = seen.as_ref().expect("every slot was written");
         assert_eq!(
-            &content[slot * 64..slot * 64 + 64],
+            &content[slot * item..(slot + 1) * item],
             &bytes[..],
             "round {round}, slot {slot}: the file must hold the last change reported"
         );
@@ -649,5 +652,49 @@ async fn subscribe_sink_publishing_itself_stops_at_a_failing_item() {
     let content = file.load(0, 4096).await.unwrap();
     assert_eq!(content[59 * 32], 60, "item 59 applied");
     assert_eq!(content[61 * 32], 0, "item 61 not applied");
+    file.close().await.unwrap();
+}
+
+/// A sink watched by four or more subscriptions stores items of 1 KiB and
+/// more at once and holds their changes until it flushes (or is dropped):
+/// every subscription that existed when an item was stored gets its change,
+/// and one made later never does.
+#[tokio::test]
+async fn subscribe_held_changes_reach_the_subscriptions_made_before_them() {
+    let s = Scratch::new();
+    let file = MappedFile::create(s.path("held"), 1 << 20).await.unwrap();
+    let mut early: Vec<_> = (0..4).map(|_| file.subscribe(..)).collect();
+    let mut sink = file.update_sink();
+    for i in 0..10u64 {
+        sink.feed((i * 4096, Bytes::from(vec![1u8; 2048])))
+            .await
+            .unwrap();
+    }
+    // Stored already (a load sees them), before any flush.
+    assert_eq!(file.load(9 * 4096, 1).await.unwrap()[0], 1);
+    let mut late = file.subscribe(..);
+    sink.flush().await.unwrap();
+    for sub in &mut early {
+        for i in 0..10u64 {
+            assert_eq!(
+                summary(&next(sub).await),
+                (i * 4096, 2048, ChangeKind::Update)
+            );
+        }
+        nothing_more(sub);
+    }
+    nothing_more(&mut late);
+    for i in 10..13u64 {
+        sink.feed((i * 4096, Bytes::from(vec![2u8; 1024])))
+            .await
+            .unwrap();
+    }
+    drop(sink);
+    for sub in early.iter_mut().chain([&mut late]) {
+        for i in 10..13u64 {
+            assert_eq!(next(sub).await.offset(), i * 4096);
+        }
+        nothing_more(sub);
+    }
     file.close().await.unwrap();
 }

@@ -43,6 +43,14 @@ const PUBLISHED_MAX: usize = 64 * 1024;
 /// producer stores and publishes itself (`docs/PERFORMANCE.md`, P11).
 const PUBLISH_ITSELF_FROM: u64 = 4;
 
+/// Items of at least this many bytes are stored at once, their changes
+/// held ([`MappedFile::update_held`]): their copy is what costs, and it is
+/// cheapest while the item's bytes are still in the cache. Smaller ones
+/// are gathered and stored a batch at a time
+/// ([`MappedFile::update_published`]): their copies are cheap, and a lock
+/// per item is not.
+const HOLD_FROM: usize = 1024;
+
 /// Zeros to copy from, for `zero` (in `.bss`: it costs no file size, and
 /// no memory until read).
 pub(super) static ZEROS: [u8; INLINE_COPY_MAX] = [0; INLINE_COPY_MAX];
@@ -144,6 +152,47 @@ impl MappedFile {
         self.shared.writable
             && self.shared.method.get() == WriteMethod::Store
             && self.shared.feed.subscriptions() >= PUBLISH_ITSELF_FROM
+    }
+
+    /// One small update stored by the calling task while subscriptions may
+    /// watch its bytes (as [`update_published`](Self::update_published)
+    /// requires), its change numbered at once under the feed's lock and
+    /// held for the next delivery (`Feed::hold`): the sink's item is copied
+    /// while its bytes are still in the cache, and published with others.
+    /// `true` once written; `false` (nothing written) when the general path
+    /// must serve it. The caller delivers what it held when it flushes.
+    pub(crate) fn update_held(&self, offset: u64, data: &Bytes) -> bool {
+        if !(HOLD_FROM..=DIRECT_MAX).contains(&data.len())
+            || !self.publishes_directly()
+            || self.shared.is_closed()
+        {
+            return false;
+        }
+        let Some(reading) = self.shared.current.enter() else {
+            return false;
+        };
+        let len = data.len() as u64;
+        let written = self.shared.feed.hold(|with_bytes| {
+            let wrote =
+                reading.with(|generation, entered| generation.write_direct(entered, offset, data));
+            wrote.then(|| match with_bytes {
+                true => Draft::with_bytes(offset, ChangeKind::Update, data),
+                false => Draft::new(offset, len, ChangeKind::Update),
+            })
+        });
+        if !written {
+            return false;
+        }
+        let slot_writes = reading.wrote(len);
+        let due = self.shared.tally.due_after(self.shared.gate(), slot_writes);
+        drop(reading);
+        if due {
+            let _ = self
+                .shared
+                .notices
+                .send(crate::lease_table::Notice::PolicyDue);
+        }
+        true
     }
 
     /// Small updates stored by the calling task while subscriptions may

@@ -135,9 +135,16 @@ struct Hub {
     subs: Vec<Arc<Subscriber>>,
     /// The next change's `seq`.
     seq: u64,
+    /// Changes numbered but not yet delivered ([`Feed::hold`]): delivered,
+    /// first, with the next delivery of any writer, before a subscription
+    /// is added, and at the end.
+    held: Vec<Draft>,
     /// The mapping is closed: nothing is published any more.
     ended: bool,
 }
+
+/// Changes held at most before they are delivered (see [`Feed::hold`]).
+const HELD_MAX: usize = 256;
 
 /// One subscription, as the feed sees it.
 #[derive(Debug)]
@@ -395,6 +402,9 @@ impl Feed {
         if hub.ended {
             return None;
         }
+        // Held changes were made before this subscription: the others get
+        // them now, this one never.
+        let wake = Self::deliver(&mut hub, Vec::new());
         let sub = Arc::new(Subscriber {
             start,
             end,
@@ -403,6 +413,8 @@ impl Feed {
         });
         hub.subs.push(Arc::clone(&sub));
         self.publish_hull(&hub);
+        drop(hub);
+        wake_all(wake);
         Some(sub)
     }
 
@@ -460,6 +472,48 @@ impl Feed {
         result
     }
 
+    /// Runs `write` under the feed's lock and holds the change it returns:
+    /// numbered now (so racing writers of the same bytes are numbered in
+    /// the order they wrote), delivered with the next delivery, or now once
+    /// [`HELD_MAX`] are held. For a writer that makes many small changes
+    /// and publishes them together without delaying its writes (an update
+    /// sink); it calls [`deliver_held`](Self::deliver_held) when it
+    /// flushes. Returns what `write` did, and whether subscriptions were
+    /// woken.
+    pub(crate) fn hold(&self, write: impl FnOnce(bool) -> Option<Draft>) -> bool {
+        let mut hub = self.hub();
+        let with_bytes = self.inner().with_data.load(Ordering::Acquire) != 0;
+        let Some(mut draft) = write(with_bytes) else {
+            return false;
+        };
+        if hub.ended {
+            return true;
+        }
+        draft.seq = hub.seq;
+        hub.seq += 1;
+        hub.held.push(draft);
+        if hub.held.len() >= HELD_MAX {
+            let wake = Self::deliver(&mut hub, Vec::new());
+            drop(hub);
+            wake_all(wake);
+        }
+        true
+    }
+
+    /// Delivers the changes held by [`hold`](Self::hold), if any.
+    pub(crate) fn deliver_held(&self) {
+        let Some(inner) = self.inner.get() else {
+            return;
+        };
+        let mut hub = lock(&inner.hub);
+        if hub.held.is_empty() {
+            return;
+        }
+        let wake = Self::deliver(&mut hub, Vec::new());
+        drop(hub);
+        wake_all(wake);
+    }
+
     /// Wakes what [`publish_with`](Self::publish_with) collected, outside
     /// every lock.
     pub(crate) fn wake(wake: Vec<Waker>) {
@@ -470,12 +524,18 @@ impl Feed {
     /// they touch; returns the wakers to wake once the locks are let go.
     fn deliver(hub: &mut Hub, mut drafts: Vec<Draft>) -> Vec<Waker> {
         let mut wake = Vec::new();
-        if hub.ended || drafts.is_empty() {
+        if hub.ended || (drafts.is_empty() && hub.held.is_empty()) {
             return wake;
         }
         for d in &mut drafts {
             d.seq = hub.seq;
             hub.seq += 1;
+        }
+        // Held changes were numbered first: they go first.
+        if !hub.held.is_empty() {
+            let mut all = std::mem::take(&mut hub.held);
+            all.append(&mut drafts);
+            drafts = all;
         }
         let published = Arc::new(Published::new(drafts));
         for sub in &hub.subs {
@@ -527,9 +587,11 @@ impl Feed {
     /// it holds, and later ones end at once. (It makes the inner part if
     /// none exists, so that a subscription racing the end finds it ended.)
     pub(crate) fn end(&self) {
-        let mut wake = Vec::new();
+        let mut wake;
         {
             let mut hub = self.hub();
+            // What was held is reported before the end.
+            wake = Self::deliver(&mut hub, Vec::new());
             hub.ended = true;
             for sub in &hub.subs {
                 let mut inbox = sub.inbox();

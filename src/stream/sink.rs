@@ -91,6 +91,7 @@ impl MappedFile {
             synced: 0,
             syncing: None,
             unbudgeted: 0,
+            held: false,
         }
     }
 }
@@ -117,13 +118,17 @@ const BUDGET_EVERY: u32 = 16;
 ///   a stream that is always ready still yields to the runtime.
 /// - **Subscriptions**: changes are published as items are applied. While
 ///   four or more subscriptions are live, the sink applies small items of
-///   watched bytes itself instead of sending them to the actor: it gathers
-///   a batch (256 KiB, or less at a flush), stores it through the direct
-///   path 64 KiB per gate entry, publishing each part as one list of
-///   changes, and wakes the subscriptions it reached once per 256 changes
-///   (below their capacity), at a flush, and when dropped. Items sent with
-///   `feed` and not yet flushed may therefore wait in the sink (as any
-///   buffering sink's may) and their changes with them.
+///   watched bytes itself instead of sending them to the actor. An item of
+///   1 KiB to [`DIRECT_MAX`](crate::DIRECT_MAX) is stored at once (while
+///   nothing of the sink is on its way) and its change numbered then and
+///   held by the feed, which delivers held changes 256 at a time, with any
+///   other delivery, when the sink flushes and when it is dropped. Smaller
+///   items are gathered (256 KiB, or less at a flush) and stored 64 KiB per
+///   gate entry, each part published as one list of changes; the
+///   subscriptions they reach are woken once per 256 changes, at a flush
+///   and when the sink is dropped. Either way a change may reach the
+///   subscriptions only at the sink's next flush: `send` and `send_all`
+///   flush, `feed` does not.
 /// - **Backpressure**: at most [`max_in_flight`](Self::max_in_flight) bytes
 ///   (default [`DEFAULT_MAX_IN_FLIGHT`]; each item counts its bytes plus a
 ///   few dozen for its slot) are held by the sink at once, buffered or in
@@ -176,9 +181,20 @@ pub struct UpdateSink {
     syncing: Option<(BoxFuture<'static, Result<()>>, u64)>,
     /// Items accepted since the sink last spent the task's budget.
     unbudgeted: u32,
+    /// Items stored here whose changes the feed may still hold
+    /// (`MappedFile::update_held`).
+    held: bool,
 }
 
 impl UpdateSink {
+    /// Delivers the changes of the items this sink stored and the feed
+    /// still holds.
+    fn deliver_held(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.file.shared().feed.deliver_held();
+        }
+    }
+
     /// With `true`, every flush (and close) also makes the applied items
     /// durable. Default `false`.
     pub fn durable(mut self, durable: bool) -> UpdateSink {
@@ -227,15 +243,25 @@ impl Sink<(u64, Bytes)> for UpdateSink {
         // through the direct path at once (the gate open, no subscription
         // of its bytes): in order, and with no request at all. Anything
         // else (and every error) goes the batched way.
-        if this.pipe.may_apply_now()? && this.file.update_fast(item.0, &item.1) {
-            this.pipe.applied_now();
-            return Ok(());
+        if this.pipe.may_apply_now()? {
+            if this.file.update_fast(item.0, &item.1) {
+                this.pipe.applied_now();
+                return Ok(());
+            }
+            // Watched by many subscriptions: stored here, its change held
+            // until the sink flushes (or enough are held).
+            if this.file.update_held(item.0, &item.1) {
+                this.pipe.applied_now();
+                this.held = true;
+                return Ok(());
+            }
         }
         this.pipe.start_send(item)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
+        this.deliver_held();
         loop {
             let sent = this.pipe.poll_sent(cx);
             // What this sink published itself is told now.
@@ -271,6 +297,12 @@ impl Sink<(u64, Bytes)> for UpdateSink {
         ready!(self.as_mut().poll_flush(cx))?;
         self.pipe.close();
         Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for UpdateSink {
+    fn drop(&mut self) {
+        self.deliver_held();
     }
 }
 
