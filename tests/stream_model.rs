@@ -3,7 +3,9 @@
 //! update-sink batches (with a failing item now and then) and appends. After
 //! each sequence the file equals the model, and a data subscription made at
 //! the start, replayed change by change onto zeros, equals it too: every
-//! change was reported, in order, with its bytes.
+//! change was reported, in order, with its bytes. Half the cases add four
+//! more subscriptions (sinks then publish their own items), which must see
+//! the same changes.
 
 mod common;
 
@@ -53,12 +55,22 @@ fn range() -> impl Strategy<Value = (u64, u64)> {
     })
 }
 
+/// A sink item's range: up to 1,500 bytes, so that with four or more
+/// subscriptions both ways a sink publishes its own items are taken
+/// (gathered below 1 KiB, stored at once with their changes held above).
+fn item_range() -> impl Strategy<Value = (u64, u64)> {
+    (0..LEN, 1u64..1500).prop_map(|(off, len)| {
+        let len = len.min(LEN - off).max(1);
+        (off.min(LEN - len), len)
+    })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (range(), any::<u64>()).prop_map(|((off, len), seed)| Op::Update { off, len, seed }),
         2 => (range(), 1u8..).prop_map(|((off, len), xor)| Op::Modify { off, len, xor }),
         2 => (range(), any::<u64>()).prop_map(|((off, len), seed)| Op::SegmentMut { off, len, seed }),
-        3 => (prop::collection::vec((range(), any::<u64>()), 1..40), prop::option::weighted(0.15, 0usize..40))
+        3 => (prop::collection::vec((item_range(), any::<u64>()), 1..40), prop::option::weighted(0.15, 0usize..40))
             .prop_map(|(items, bad)| Op::Sink {
                 bad: bad.filter(|b| *b < items.len()),
                 items: items.into_iter().map(|((o, l), s)| (o, l, s)).collect(),
@@ -75,10 +87,15 @@ fn put(model: &mut Vec<u8>, off: u64, data: &[u8]) {
     model[off as usize..end].copy_from_slice(data);
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn run(ops: Vec<Op>, crowd: bool) -> Result<(), TestCaseError> {
     let s = Scratch::new();
     let file: MappedFile = MappedFile::create(s.path("f"), LEN).await.unwrap();
     let mut changes = file.subscribe_with_data(..);
+    // Four more subscriptions of everything: sinks then store and publish
+    // their items themselves; each must see what the data one sees.
+    let mut crowd: Vec<_> = (0..if crowd { 4 } else { 0 })
+        .map(|_| file.subscribe(..))
+        .collect();
     let log = file.appender(LOG_AT).grow_step(STEP);
     let mut model = vec![0u8; LEN as usize];
     let mut file_len = LEN;
@@ -155,10 +172,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Replay the subscription (its range is the first LEN bytes).
     let mut shadow = vec![0u8; LEN as usize];
     let mut last_seq = None;
+    let mut seen = Vec::new();
     while let Some(item) = changes.next().now_or_never().flatten() {
         let change = item.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         prop_assert!(last_seq < Some(change.seq()));
         last_seq = Some(change.seq());
+        seen.push((change.seq(), change.offset(), change.len(), change.kind()));
         if let ChangeKind::Resize { .. } = change.kind() {
             continue;
         }
@@ -167,6 +186,14 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         shadow[at..at + data.len()].copy_from_slice(data);
     }
     prop_assert_eq!(&shadow[..], &model[..LEN as usize]);
+    for sub in &mut crowd {
+        let mut theirs = Vec::new();
+        while let Some(item) = sub.next().now_or_never().flatten() {
+            let c = item.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            theirs.push((c.seq(), c.offset(), c.len(), c.kind()));
+        }
+        prop_assert_eq!(&theirs, &seen);
+    }
     file.close().await.unwrap();
     Ok(())
 }
@@ -178,12 +205,15 @@ proptest! {
         ..ProptestConfig::default()
     })]
     #[test]
-    fn stream_model_file_and_subscription_match_a_vec(ops in prop::collection::vec(op(), 1..60)) {
+    fn stream_model_file_and_subscription_match_a_vec(
+        ops in prop::collection::vec(op(), 1..60),
+        crowd in any::<bool>(),
+    ) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(run(ops))?;
+        rt.block_on(run(ops, crowd))?;
     }
 }
