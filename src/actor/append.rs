@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::lease_table::{Access, Footprint};
 use crate::region::ByteRange;
 use crate::request::{OnConflict, Owner, Reply, ResizeKind};
-use crate::stream::feed::Draft;
+use crate::stream::inbox::Draft;
 use crate::stream::ChangeKind;
 use crate::Mode;
 

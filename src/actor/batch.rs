@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::lease_table::{Access, Footprint};
 use crate::region::{self, ByteRange};
 use crate::request::{Inline, OnConflict, Owner, Reply};
-use crate::stream::feed::Draft;
+use crate::stream::inbox::Draft;
 use crate::stream::ChangeKind;
 
 /// The order of one sink's batches, as the actor keeps it. The sink owns
@@ -243,11 +243,7 @@ impl Actor {
                 if drafts.capacity() == 0 {
                     drafts.reserve_exact(remaining.min(PUBLISH_MAX));
                 }
-                drafts.push(if with_bytes {
-                    Draft::with_bytes(*offset, ChangeKind::Update, data)
-                } else {
-                    Draft::new(*offset, data.len() as u64, ChangeKind::Update)
-                });
+                drafts.push(Draft::of(*offset, ChangeKind::Update, data, with_bytes));
             }
             batch.next += 1;
         }

@@ -37,9 +37,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
+use super::sync::copy_err;
 use super::tally::{Tally, Written};
 use crate::blocking;
-use crate::error::{copy_io, Error, Result};
+use crate::error::{Error, Result};
 use crate::sys::gate::Gate;
 
 /// At most this many sync loops of one file run at once.
@@ -229,7 +230,7 @@ impl SyncLoop {
                 }
             }
             for answer in batch {
-                let _ = answer.send(copy_result(&result));
+                let _ = answer.send(result.as_ref().map(|&()| ()).map_err(copy_err));
             }
             state = sync.lock();
         }
@@ -250,19 +251,6 @@ impl Drop for SyncLoop {
         for answer in state.next.drain(..) {
             let _ = answer.send(Err(Error::Panicked { op: "flush" }));
         }
-    }
-}
-
-/// One more copy of a sync's outcome (`Error` is not `Clone`).
-fn copy_result(result: &Result<()>) -> Result<()> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(Error::Io { op, path, source }) => Err(Error::Io {
-            op,
-            path: path.clone(),
-            source: copy_io(source),
-        }),
-        Err(_) => Err(Error::Panicked { op: "flush" }),
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{Actor, OpenId};
 use crate::lease_table::Cleared;
-use crate::stream::feed::Draft;
+use crate::stream::inbox::Draft;
 use crate::stream::ChangeKind;
 
 impl Actor {

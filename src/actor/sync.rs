@@ -99,7 +99,7 @@ pub(super) async fn done(syncing: &mut Option<blocking::Task<()>>) -> Result<()>
 
 /// A copy of a sync's error for one more of the flushes it served (`Error`
 /// is not `Clone`: the `io::Error` inside is copied by its code).
-fn copy_err(err: &Error) -> Error {
+pub(super) fn copy_err(err: &Error) -> Error {
     match err {
         Error::Io { op, path, source } => Error::Io {
             op,

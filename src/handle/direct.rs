@@ -14,7 +14,7 @@ use super::MappedFile;
 use crate::actor::write_method::WriteMethod;
 use crate::error::{Error, Result};
 use crate::region;
-use crate::stream::feed::Draft;
+use crate::stream::inbox::Draft;
 use crate::stream::ChangeKind;
 use crate::sys::gate::Reading;
 use crate::sys::Generation;
@@ -131,16 +131,32 @@ impl MappedFile {
         if !reading.with(|generation, entered| generation.write_direct(entered, offset, data)) {
             return false;
         }
-        let slot_writes = reading.wrote(data.len() as u64);
-        let due = self.shared.tally.due_after(self.shared.gate(), slot_writes);
+        self.count_direct(reading, [data.len() as u64]);
+        true
+    }
+
+    /// Counts direct writes of `lens` bytes in the slot of `reading`, leaves
+    /// the gate, and tells the actor if a flush policy is now due.
+    #[inline]
+    fn count_direct(&self, reading: Reading<'_, Generation>, lens: impl IntoIterator<Item = u64>) {
+        let mut due = false;
+        for len in lens {
+            let slot_writes = reading.wrote(len);
+            due |= self.shared.tally.due_after(self.shared.gate(), slot_writes);
+        }
         drop(reading);
         if due {
-            let _ = self
-                .shared
-                .notices
-                .send(crate::lease_table::Notice::PolicyDue);
+            self.note_policy_due();
         }
-        true
+    }
+
+    /// Tells the actor that a flush policy's threshold was reached by
+    /// writes it did not see.
+    pub(super) fn note_policy_due(&self) {
+        let _ = self
+            .shared
+            .notices
+            .send(crate::lease_table::Notice::PolicyDue);
     }
 
     /// Whether small updates of watched bytes may be stored by the calling
@@ -175,23 +191,12 @@ impl MappedFile {
         let written = self.shared.feed.hold(|with_bytes| {
             let wrote =
                 reading.with(|generation, entered| generation.write_direct(entered, offset, data));
-            wrote.then(|| match with_bytes {
-                true => Draft::with_bytes(offset, ChangeKind::Update, data),
-                false => Draft::new(offset, len, ChangeKind::Update),
-            })
+            wrote.then(|| Draft::of(offset, ChangeKind::Update, data, with_bytes))
         });
         if !written {
             return false;
         }
-        let slot_writes = reading.wrote(len);
-        let due = self.shared.tally.due_after(self.shared.gate(), slot_writes);
-        drop(reading);
-        if due {
-            let _ = self
-                .shared
-                .notices
-                .send(crate::lease_table::Notice::PolicyDue);
-        }
+        self.count_direct(reading, [len]);
         true
     }
 
@@ -229,27 +234,13 @@ impl MappedFile {
                         break;
                     }
                     bytes += data.len();
-                    drafts.push(if with_bytes {
-                        Draft::with_bytes(*offset, ChangeKind::Update, data)
-                    } else {
-                        Draft::new(*offset, data.len() as u64, ChangeKind::Update)
-                    });
+                    drafts.push(Draft::of(*offset, ChangeKind::Update, data, with_bytes));
                 }
                 drafts.len()
             })
         });
-        let mut due = false;
-        for (_, data) in &items[..applied] {
-            let slot_writes = reading.wrote(data.len() as u64);
-            due |= self.shared.tally.due_after(self.shared.gate(), slot_writes);
-        }
-        drop(reading);
-        if due {
-            let _ = self
-                .shared
-                .notices
-                .send(crate::lease_table::Notice::PolicyDue);
-        }
+        let lens = items[..applied].iter().map(|(_, data)| data.len() as u64);
+        self.count_direct(reading, lens);
         applied
     }
 
@@ -345,15 +336,7 @@ impl MappedFile {
             }
             Ok(())
         });
-        let slot_writes = reading.wrote(len as u64);
-        let due = self.shared.tally.due_after(self.shared.gate(), slot_writes);
-        drop(reading);
-        if due {
-            let _ = self
-                .shared
-                .notices
-                .send(crate::lease_table::Notice::PolicyDue);
-        }
+        self.count_direct(reading, [len as u64]);
         Some(result)
     }
 }

@@ -236,10 +236,7 @@ impl MappedFile {
             }
         }
         if done > 0 && self.shared.tally.due_now(self.shared.gate()) {
-            let _ = self
-                .shared
-                .notices
-                .send(crate::lease_table::Notice::PolicyDue);
+            self.note_policy_due();
         }
         done
     }

@@ -79,6 +79,7 @@ use crate::error::Error;
 mod appender;
 mod chunks;
 pub(crate) mod feed;
+pub(crate) mod inbox;
 mod pipe;
 mod reader;
 mod sink;
@@ -87,7 +88,7 @@ mod writer;
 
 pub use appender::{AppendSink, Appender, DEFAULT_GROW_STEP};
 pub use chunks::{Chunks, ChunksMut};
-pub use feed::SUBSCRIPTION_CAPACITY;
+pub use inbox::SUBSCRIPTION_CAPACITY;
 pub use reader::Reader;
 pub use sink::{UpdateSink, DEFAULT_MAX_IN_FLIGHT};
 pub use subscribe::{Change, ChangeKind, Subscription};

@@ -11,7 +11,8 @@ use futures::Sink;
 
 use std::sync::Arc;
 
-use super::feed::{Feed, SUBSCRIPTION_CAPACITY};
+use super::feed::Feed;
+use super::inbox::SUBSCRIPTION_CAPACITY;
 use super::pipe::{poll_boxed, whole, Landed, Landing, Launch, Launched, Pipe};
 use crate::actor::batch::Line;
 use crate::error::{Error, Result};

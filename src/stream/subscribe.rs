@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::stream::{FusedStream, Stream};
 
 use super::chunks::resolve;
-use super::feed::{Segment, Subscriber};
+use super::inbox::{Segment, Subscriber};
 use crate::actor::shared::Shared;
 use crate::error::{Error, Result};
 use crate::MappedFile;
