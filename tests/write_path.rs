@@ -358,6 +358,70 @@ fn write_path_updates_rarely_flushed_are_stored() {
 /// while they run (the rest then goes under a lease) without losing bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_path_large_copies_through_the_gate_from_block_on() {
+    large_copies_through_the_gate().await;
+}
+
+/// Updates of a mebibyte and more go through the gate from any caller,
+/// their whole words stored past the cache: from a task of a multi-thread
+/// runtime, and on a current-thread runtime (where the leaser below runs
+/// only between the update's pieces).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_large_copies_through_the_gate_from_a_task() {
+    tokio::spawn(large_copies_through_the_gate()).await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn write_path_large_copies_through_the_gate_on_a_current_thread_runtime() {
+    large_copies_through_the_gate().await;
+}
+
+/// Updates at every alignment of their first and last byte land exactly,
+/// and leave the bytes around them alone, whichever way they are copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_large_updates_at_every_alignment_touch_only_their_bytes() {
+    let s = Scratch::new();
+    let len = 8 * MIB;
+    let file = s.file("align", len).await;
+    let base = pattern(1, len as usize);
+    for (i, size) in [MIB as usize, MIB as usize + 1, 2 * MIB as usize + 63]
+        .into_iter()
+        .enumerate()
+    {
+        for skip in [0u64, 1, 7, 8, 9, 63, 64, 65] {
+            file.update_from(0, &base).await.unwrap();
+            let offset = MIB + skip;
+            let data = pattern(i as u8 * 16 + skip as u8 + 2, size);
+            file.update_from(offset, &data).await.unwrap();
+            let back = file.load(0, len).await.unwrap();
+            let (start, end) = (offset as usize, offset as usize + size);
+            assert!(
+                back[..start] == base[..start],
+                "size {size} skip {skip}: bytes before"
+            );
+            assert!(
+                back[start..end] == data[..],
+                "size {size} skip {skip}: the update"
+            );
+            assert!(
+                back[end..] == base[end..],
+                "size {size} skip {skip}: bytes after"
+            );
+            file.zero(offset, size as u64).await.unwrap();
+            let back = file.load(0, len).await.unwrap();
+            assert!(
+                back[start..end].iter().all(|&b| b == 0),
+                "size {size} skip {skip}: zero"
+            );
+            assert!(
+                back[end..] == base[end..],
+                "size {size} skip {skip}: after the zeros"
+            );
+        }
+    }
+    file.close().await.unwrap();
+}
+
+async fn large_copies_through_the_gate() {
     let s = Scratch::new();
     let len = 16 * MIB;
     let file = s.file("gate", len).await;

@@ -1,8 +1,10 @@
 //! Large loads and updates (above `INLINE_COPY_MAX`): copied by the
 //! calling task in chunks that yield to the scheduler, under a temporary
 //! lease, or through the gate a chunk per entry where a round trip is dear
-//! ([`round_trips_are_dear`]). Pages not in the page cache are faulted in
-//! on the blocking pool before a leased copy touches them.
+//! ([`round_trips_are_dear`]) and for every update of at least
+//! [`STREAM_FROM`], which stores past the cache (`crate::sys::streaming`).
+//! Pages not in the page cache are faulted in on the blocking pool before a
+//! leased copy touches them.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,18 @@ use crate::lease::{Grant, Segment, SegmentMut};
 use crate::lease_table::Access;
 use crate::region;
 use crate::request::OnConflict;
+use crate::sys::streaming;
 
 /// A large copy's piece.
 const CHUNK: usize = 64 * 1024;
+
+/// The size from which a large update stores past the cache
+/// ([`crate::sys::streaming`]) and goes through the gate from any caller:
+/// at 12 GiB/s against `memcpy`'s 7.4 into a file bigger than the cache,
+/// the round trip a lease costs buys nothing (`docs/PERFORMANCE.md`, P3).
+/// Below it, an update may well be read back from the cache soon, and
+/// `memcpy` into cached lines is faster than a store that evicts them.
+const STREAM_FROM: u64 = 1024 * 1024;
 
 /// How long a large copy runs before it lets other tasks in.
 const SLICE: Duration = Duration::from_micros(50);
@@ -42,19 +53,30 @@ impl Yielder {
 }
 
 /// Copies `parts` into `dst` back to back and zeros the rest of it, in
-/// chunks, letting other tasks in between.
-async fn copy_yielding(dst: &mut [u8], parts: &[&[u8]]) {
+/// chunks, letting other tasks in between; `streaming`: with stores that
+/// bypass the cache.
+async fn copy_yielding(dst: &mut [u8], parts: &[&[u8]], streaming: bool) {
     let mut clock = Yielder::new();
     let mut at = 0;
     for part in parts {
         for piece in part.chunks(CHUNK) {
-            dst[at..at + piece.len()].copy_from_slice(piece);
+            let to = &mut dst[at..at + piece.len()];
+            if streaming {
+                streaming::copy(to, piece);
+            } else {
+                to.copy_from_slice(piece);
+            }
             at += piece.len();
             clock.tick().await;
         }
     }
     for piece in dst[at..].chunks_mut(CHUNK) {
-        piece.fill(0);
+        if streaming {
+            let len = piece.len();
+            streaming::copy(piece, &ZEROS[..len]);
+        } else {
+            piece.fill(0);
+        }
         clock.tick().await;
     }
 }
@@ -145,7 +167,7 @@ impl MappedFile {
             .await
             .map(|grant| SegmentMut::for_update(grant, &self.shared))?;
         let mut lease = faulted_in(op, lease, SegmentMut::grant).await?;
-        copy_yielding(&mut lease, &rest).await;
+        copy_yielding(&mut lease, &rest, total >= STREAM_FROM).await;
         Ok(())
     }
 
@@ -179,8 +201,9 @@ impl MappedFile {
     }
 
     /// A large update (the `parts`, then zeros up to `total` bytes) copied
-    /// by the calling task through the gate, one piece of at most `CHUNK`
-    /// bytes per entry, with the gate left and the scheduler let in between
+    /// by the calling task through the gate (from any caller at
+    /// [`STREAM_FROM`] bytes and up, else only where round trips are dear),
+    /// one piece of at most `CHUNK` bytes per entry, with the gate left and the scheduler let in between
     /// pieces: no round trip to the actor, no thread woken, and a holder
     /// (a lease, a resize) waits for one piece at most. Returns the bytes
     /// written: all of them, none (the gate was closed, the range is
@@ -188,7 +211,8 @@ impl MappedFile {
     /// (the gate closed between two pieces: the general path writes the
     /// rest).
     async fn write_large_direct(&self, offset: u64, parts: &[&[u8]], total: u64) -> u64 {
-        if !round_trips_are_dear()
+        let streaming = total >= STREAM_FROM;
+        if !(streaming || round_trips_are_dear())
             || self.shared.is_closed()
             || self.shared.feed.watches(offset, total)
         {
@@ -216,7 +240,11 @@ impl MappedFile {
                         || (generation.is_writable()
                             && region::in_bounds(offset, total, generation.len())
                             && generation.resident(offset, total));
-                    fits && generation.write_direct(entered, offset + done, piece)
+                    fits && if streaming {
+                        generation.write_direct_streaming(entered, offset + done, piece)
+                    } else {
+                        generation.write_direct(entered, offset + done, piece)
+                    }
                 });
                 if copied {
                     if done == 0 {

@@ -358,6 +358,40 @@ impl Generation {
         true
     }
 
+    /// A direct update as [`write_direct`](Self::write_direct), its whole
+    /// words stored past the cache ([`super::streaming`]): for the pieces of
+    /// large updates.
+    pub(crate) fn write_direct_streaming(
+        &self,
+        entered: &Entered<'_>,
+        offset: u64,
+        data: &[u8],
+    ) -> bool {
+        if !self.writable {
+            return false;
+        }
+        let Some(start) = self.start_of(offset, data.len()) else {
+            return false;
+        };
+        // The bytes before the first whole word and after the last take
+        // the ordinary direct store (a compare-and-swap on a word they share
+        // with bytes outside the update).
+        let head = ((8 - start % 8) % 8).min(data.len());
+        let body = (data.len() - head) / 8 * 8;
+        if body == 0 {
+            return self.write_direct(entered, offset, data);
+        }
+        let (words, _) = self.atomic_words(start + head, body);
+        super::streaming::store_words(words, &data[head..head + body]);
+        if head > 0 {
+            self.write_direct(entered, offset, &data[..head]);
+        }
+        if head + body < data.len() {
+            self.write_direct(entered, offset + (head + body) as u64, &data[head + body..]);
+        }
+        true
+    }
+
     /// Gives the writable bytes `[offset, offset + len)` to `f`.
     pub(crate) fn with_mut<R>(
         &self,

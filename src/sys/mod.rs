@@ -12,7 +12,8 @@
 //! - [`file`]: `posix_fallocate`, `flock` and directory syncs;
 //! - [`hints`]: `madvise`, `mlock`, `sync_file_range`, `RLIMIT_MEMLOCK`;
 //! - [`memory`]: in-memory files (`memfd_create`) and read-only
-//!   copy-on-write generations.
+//!   copy-on-write generations;
+//! - [`streaming`]: stores that bypass the cache, for large copies.
 //!
 //! Everything outside this module reaches mapped bytes through three doors,
 //! each demanding a proof: the actor's copies take a `Cleared` proof from the
@@ -38,6 +39,7 @@ pub(crate) mod generation;
 pub(crate) mod hints;
 pub(crate) mod leased;
 pub(crate) mod memory;
+pub(crate) mod streaming;
 
 pub(crate) use self::generation::Generation;
 pub(crate) use self::leased::LeasedBytes;
