@@ -37,12 +37,12 @@ pub(crate) fn store_words(words: &[AtomicU64], src: &[u8]) {
         let mut i = 0;
         while i < lead {
             // SAFETY: `i < lead <= n`: inside `src` (`8 * n` bytes).
-            let v = unsafe { from.add(i).read_unaligned() };
+            let v = unsafe { from.wrapping_add(i).read_unaligned() };
             // SAFETY: word `i` of `words`, as below.
             unsafe {
                 std::arch::asm!(
                     "movnti [{d}], {a}",
-                    d = in(reg) dst.add(i),
+                    d = in(reg) dst.wrapping_add(i),
                     a = in(reg) v,
                     options(nostack, preserves_flags),
                 );
@@ -52,7 +52,7 @@ pub(crate) fn store_words(words: &[AtomicU64], src: &[u8]) {
         while i + 8 <= n {
             // SAFETY: `i + 8 <= n`, and `src` holds `8 * n` bytes, so these
             // eight unaligned reads are inside it.
-            let v = unsafe { from.add(i).cast::<[u64; 8]>().read_unaligned() };
+            let v = unsafe { from.wrapping_add(i).cast::<[u64; 8]>().read_unaligned() };
             // SAFETY: `dst + i .. dst + i + 8` are eight of `words`, each an
             // aligned `AtomicU64` we may store to through `&` (interior
             // mutability). `movnti` of an aligned quadword is a single-copy
@@ -72,7 +72,7 @@ pub(crate) fn store_words(words: &[AtomicU64], src: &[u8]) {
                     "movnti [{d} + 40], {g}",
                     "movnti [{d} + 48], {h}",
                     "movnti [{d} + 56], {k}",
-                    d = in(reg) dst.add(i),
+                    d = in(reg) dst.wrapping_add(i),
                     a = in(reg) v[0],
                     b = in(reg) v[1],
                     c = in(reg) v[2],
@@ -88,12 +88,12 @@ pub(crate) fn store_words(words: &[AtomicU64], src: &[u8]) {
         }
         while i < n {
             // SAFETY: `i < n`: inside `src`, as above.
-            let v = unsafe { from.add(i).read_unaligned() };
+            let v = unsafe { from.wrapping_add(i).read_unaligned() };
             // SAFETY: word `i` of `words`, as in the loop above.
             unsafe {
                 std::arch::asm!(
                     "movnti [{d}], {a}",
-                    d = in(reg) dst.add(i),
+                    d = in(reg) dst.wrapping_add(i),
                     a = in(reg) v,
                     options(nostack, preserves_flags),
                 );
