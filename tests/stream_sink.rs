@@ -431,6 +431,63 @@ async fn sink_dropped_leaves_a_prefix() {
     }
 }
 
+/// Small items are gathered and stored together (a run of up to sixteen);
+/// items that cannot be stored that way (larger than the direct path's
+/// limit, or larger than `INLINE_COPY_MAX` and sent alone) still land
+/// after the small ones sent before them and before those sent after; and
+/// small items still gathered are stored when the sink is dropped
+/// unflushed, as they would have been at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_small_items_stored_together_keep_their_order() {
+    let s = Scratch::new();
+    let len = 1 << 20;
+    let file = s.file("runs", len).await;
+    let sizes = [8usize, 4096, 8, 5000, 8, INLINE_COPY_MAX + 1, 8];
+    for round in 0..40u64 {
+        let mut model = vec![0u8; len as usize];
+        let mut items = Vec::new();
+        let mut rng = SplitMix(round);
+        // Dropped unflushed (odd rounds), a sink keeps only a prefix of the
+        // items it buffered for the actor; the small items it gathered to
+        // store itself it stores.
+        let dropped = round % 2 == 1;
+        for i in 0..(round as usize % 37 + 1) {
+            // Every item overlaps offset 0, so a wrong order shows there.
+            let size = if dropped {
+                [8, 64, 4096][rng.range(0, 3) as usize]
+            } else {
+                sizes[rng.range(0, sizes.len() as u64) as usize]
+            };
+            let byte = (i % 250) as u8 + 1;
+            items.push((0u64, Bytes::from(vec![byte; size])));
+        }
+        apply(&mut model, &items);
+        {
+            let mut sink = file.update_sink();
+            for item in items.iter().cloned() {
+                prompt("feed", sink.feed(item)).await.unwrap();
+            }
+            if !dropped {
+                prompt("flush", sink.flush()).await.unwrap();
+            }
+        } // odd rounds: dropped unflushed, small items maybe still gathered
+        let deadline = std::time::Instant::now() + PROMPT;
+        loop {
+            let bytes = file.load(0, len).await.unwrap();
+            if bytes[..] == model[..] {
+                break;
+            }
+            // An unflushed sink's batch in flight lands on its own time.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: wrong bytes"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        file.zero(0, len).await.unwrap();
+    }
+}
+
 /// A sink's items are reported to subscriptions as updates, in order.
 #[tokio::test]
 async fn sink_items_are_reported_to_subscriptions() {

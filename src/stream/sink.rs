@@ -93,9 +93,16 @@ impl MappedFile {
             syncing: None,
             unbudgeted: 0,
             held: false,
+            staged: Vec::new(),
         }
     }
 }
+
+/// Small items a sink gathers before it stores them together
+/// ([`MappedFile::update_fast_run`]): enough for the lines they write to
+/// be fetched side by side (a core tracks 10 to 16 such fetches at once),
+/// few enough to stay in the cache while they wait.
+const STAGED_MAX: usize = 16;
 
 /// Items a sink accepts per unit of the task's scheduling budget (a task
 /// runs 128 units before tokio makes it yield).
@@ -110,13 +117,17 @@ const BUDGET_EVERY: u32 = 16;
 ///   form the next, so batches grow when the actor is busy. An item larger
 ///   than [`INLINE_COPY_MAX`](crate::INLINE_COPY_MAX) travels alone, as an
 ///   [`update`](MappedFile::update). While nothing of the sink is buffered
-///   or on its way, an item of up to [`DIRECT_MAX`](crate::DIRECT_MAX)
-///   bytes is stored at once by the sending task through the direct path
-///   (when the mapping has no lease, no waiting request and no
-///   subscription of those bytes), so a sink is as fast as awaited
-///   updates when the actor is idle, and batches when it is not. Such a
-///   sink spends the task's scheduling budget as it goes, so `send_all` of
-///   a stream that is always ready still yields to the runtime.
+///   or on its way, items of up to [`DIRECT_MAX`](crate::DIRECT_MAX) bytes
+///   are stored by the sending task itself through the direct path (when
+///   the mapping has no lease, no waiting request and no subscription of
+///   those bytes), sixteen at a time: the sink gathers them, and at the
+///   sixteenth, before any other item, at a flush and when it is dropped,
+///   stores them in one entry of the gate, their cache lines fetched side
+///   by side first. That makes a sink of small random updates about twice
+///   as fast as awaited updates, which each wait for their own line; when
+///   the actor is busy the sink batches instead. Such a sink spends the
+///   task's scheduling budget as it goes, so `send_all` of a stream that
+///   is always ready still yields to the runtime.
 /// - **Subscriptions**: changes are published as items are applied. While
 ///   four or more subscriptions are live, the sink applies small items of
 ///   watched bytes itself instead of sending them to the actor. An item of
@@ -169,9 +180,10 @@ const BUDGET_EVERY: u32 = 16;
 ///   keeps every item it handed over; the one item it may hold itself
 ///   (taken from the stream while the sink was full) goes with it, as
 ///   with any `Sink`.
-/// - Dropping the sink drops the items it still buffers (never applied);
-///   of the batch in flight, a prefix may have been applied. The file
-///   always holds a prefix of what was sent.
+/// - Dropping the sink drops the items it still buffers for the actor
+///   (never applied; the small items it gathered to store itself it
+///   stores); of the batch in flight, a prefix may have been applied. The
+///   file always holds a prefix of what was sent.
 pub struct UpdateSink {
     pipe: Pipe<Updates>,
     file: MappedFile,
@@ -185,9 +197,31 @@ pub struct UpdateSink {
     /// Items stored here whose changes the feed may still hold
     /// (`MappedFile::update_held`).
     held: bool,
+    /// Small items accepted while nothing of the sink was buffered or on
+    /// its way, to be stored together by this task (at `STAGED_MAX`, before
+    /// any other item, at a flush and when the sink is dropped).
+    staged: Vec<(u64, Bytes)>,
 }
 
 impl UpdateSink {
+    /// Stores the staged items (in order, one gate entry); what the direct
+    /// path refuses goes the batched way, still ahead of everything sent
+    /// after it.
+    fn store_staged(&mut self) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let stored = self.file.update_fast_run(&self.staged);
+        for _ in 0..stored {
+            self.pipe.applied_now();
+        }
+        let mut rest = self.staged.drain(stored..);
+        let sent = rest.try_for_each(|item| self.pipe.start_send(item));
+        drop(rest);
+        self.staged.clear();
+        sent
+    }
+
     /// Delivers the changes of the items this sink stored and the feed
     /// still holds.
     fn deliver_held(&mut self) {
@@ -245,9 +279,19 @@ impl Sink<(u64, Bytes)> for UpdateSink {
         // of its bytes): in order, and with no request at all. Anything
         // else (and every error) goes the batched way.
         if this.pipe.may_apply_now()? {
-            if this.file.update_fast(item.0, &item.1) {
-                this.pipe.applied_now();
+            if this.file.may_store_direct(item.0, item.1.len()) {
+                if this.staged.capacity() == 0 {
+                    this.staged.reserve_exact(STAGED_MAX);
+                }
+                this.staged.push(item);
+                if this.staged.len() >= STAGED_MAX {
+                    this.store_staged()?;
+                }
                 return Ok(());
+            }
+            this.store_staged()?;
+            if !this.pipe.may_apply_now()? {
+                return this.pipe.start_send(item);
             }
             // Watched by many subscriptions: stored here, its change held
             // until the sink flushes (or enough are held).
@@ -262,6 +306,7 @@ impl Sink<(u64, Bytes)> for UpdateSink {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
+        this.store_staged()?;
         this.deliver_held();
         loop {
             let sent = this.pipe.poll_sent(cx);
@@ -303,6 +348,9 @@ impl Sink<(u64, Bytes)> for UpdateSink {
 
 impl Drop for UpdateSink {
     fn drop(&mut self) {
+        // What was accepted while nothing was on its way is stored, as it
+        // would have been at once (a prefix of what was sent, still).
+        let _ = self.store_staged();
         self.deliver_held();
     }
 }

@@ -358,6 +358,33 @@ impl Generation {
         true
     }
 
+    /// Asks the processor to fetch the first and last cache lines of
+    /// `[offset, offset + len)` for writing, ahead of a direct update of
+    /// them: a batch of updates issues these first, so that the lines'
+    /// fetches overlap instead of each store waiting for its own. Only a
+    /// hint: nothing when the range is outside this generation.
+    #[inline]
+    pub(crate) fn prefetch_write(&self, _entered: &Entered<'_>, offset: u64, len: usize) {
+        if !self.writable || len == 0 {
+            return;
+        }
+        let Some(start) = self.start_of(offset, len) else {
+            return;
+        };
+        #[cfg(target_arch = "x86_64")]
+        for at in [start, start + len - 1] {
+            // SAFETY: a prefetch never faults and changes no memory (nor
+            // what any load or store later sees): it only moves a line
+            // into the cache. The address is inside the live mapping
+            // (`start_of`) besides.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(
+                    self.ptr_at(at).cast::<i8>(),
+                );
+            }
+        }
+    }
+
     /// A direct update as [`write_direct`](Self::write_direct), its whole
     /// words stored past the cache ([`super::streaming`]): for the pieces of
     /// large updates.
