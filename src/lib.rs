@@ -243,7 +243,7 @@ mod watch;
 
 pub use actor::{MappingActor, INLINE_COPY_MAX};
 pub use error::{Error, Result};
-pub use handle::{MappedFile, DIRECT_MAX, PREWARM_STEP};
+pub use handle::{LoadInto, MappedFile, Update, UpdateFrom, DIRECT_MAX, PREWARM_STEP};
 pub use hints::{Advice, PrewarmProgress, Progress};
 pub use lease::{AtomicReader, AtomicTarget, AtomicView, Segment, SegmentMut};
 pub use options::{Mode, OpenOptions, DEFAULT_CHANNEL_CAPACITY};

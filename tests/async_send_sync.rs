@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use mmap_actor::{
-    Advice, AtomicView, Error, MappedFile, MappingActor, Mode, OpenOptions, PrewarmProgress,
-    Progress, Segment, SegmentMut,
+    Advice, AtomicView, Error, LoadInto, MappedFile, MappingActor, Mode, OpenOptions,
+    PrewarmProgress, Progress, Segment, SegmentMut, Update, UpdateFrom,
 };
 
 fn send_sync_static<T: Send + Sync + 'static>() {}
@@ -33,6 +33,11 @@ fn public_types_are_send_sync_and_static() {
     send_static::<MappingActor>();
     fn clone<T: Clone>() {}
     clone::<MappedFile>();
+    // The hand-written futures of the direct path's calls.
+    fn send_unpin_future<T: Send + Unpin + Future<Output = mmap_actor::Result<()>>>() {}
+    send_unpin_future::<Update<'static>>();
+    send_unpin_future::<UpdateFrom<'static>>();
+    send_unpin_future::<LoadInto<'static>>();
 }
 
 /// Never run: it only has to compile.
@@ -43,6 +48,9 @@ fn futures_are_send(file: MappedFile, actor: MappingActor) {
     send_future(OpenOptions::new().open("x"));
     send_future(file.load(0, 1));
     send_future(file.update(0, vec![1u8]));
+    send_future(file.update_from(0, &[1u8]));
+    let mut buf = [0u8; 1];
+    send_future(file.load_into(0, &mut buf));
     send_future(file.modify(0, 1, |_| {}));
     send_future(file.flush());
     send_future(file.flush_range(0, 1));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use super::direct::spend_budget;
+use super::quick::Update;
 use super::write::Source;
 use super::{request_span, MappedFile};
 use crate::actor::caller_sync::Target;
@@ -66,14 +66,8 @@ impl MappedFile {
     /// If the future is dropped before it completes, the update may or may
     /// not be applied; it is never half-applied by a small write, and it is
     /// not acknowledged.
-    pub async fn update(&self, offset: u64, data: impl Into<Bytes>) -> Result<()> {
-        let data = data.into();
-        spend_budget().await;
-        if self.update_fast(offset, &data) {
-            return Ok(());
-        }
-        self.write_parts("update", offset, Source::Owned(data), OnConflict::Wait)
-            .await
+    pub fn update(&self, offset: u64, data: impl Into<Bytes>) -> Update<'_> {
+        Update::new(self, offset, data.into())
     }
 
     /// [`update`](Self::update) that fails with [`Error::Conflict`] instead

@@ -61,17 +61,23 @@ pub(super) static ZEROS: [u8; INLINE_COPY_MAX] = [0; INLINE_COPY_MAX];
 /// hundred microseconds), and a single call stays short enough for the
 /// processor to overlap the cache misses of consecutive calls.
 pub(super) async fn spend_budget() {
+    if budget_due() {
+        tokio::task::consume_budget().await;
+    }
+}
+
+/// Whether this direct call is one of the [`BUDGET_EVERY`] that spends a
+/// unit of the task's budget (see [`spend_budget`]).
+#[inline]
+pub(super) fn budget_due() -> bool {
     thread_local! {
         static CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }
-    let due = CALLS.with(|calls| {
+    CALLS.with(|calls| {
         let n = calls.get().wrapping_add(1);
         calls.set(n);
         n % BUDGET_EVERY == 0
-    });
-    if due {
-        tokio::task::consume_budget().await;
-    }
+    })
 }
 
 /// See [`spend_budget`].

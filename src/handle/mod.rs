@@ -22,6 +22,7 @@ mod hints;
 mod large;
 mod leases;
 mod open;
+mod quick;
 mod stream_calls;
 mod write;
 
@@ -47,6 +48,7 @@ use crate::Mode;
 
 pub use direct::DIRECT_MAX;
 pub use hints::PREWARM_STEP;
+pub use quick::{LoadInto, Update, UpdateFrom};
 
 /// A memory-mapped file, served by its own actor task.
 ///

@@ -12,18 +12,25 @@
 //!   future never leaves the actor holding a borrow);
 //! - **large**: the calling task copies itself, in chunks, yielding to the
 //!   scheduler whenever about 50 µs of copying have passed: no thread
-//!   hand-off, and no executor thread held for long. From a task it first
-//!   takes a temporary lease of the range (one round trip, cheap there) and
-//!   copies with `memcpy`; from a multi-thread runtime's `block_on`, where
-//!   a round trip wakes two parked threads, it copies through the gate one
-//!   chunk per entry (atomic words), and if a lease or a resize closes the
-//!   gate between two chunks, the rest goes under a lease (`large.rs`).
-//!   Dropping the future mid-copy leaves the range holding, chunk by
-//!   chunk, old or new bytes.
+//!   hand-off, and no executor thread held for long. An update of 1 MiB or
+//!   more copies through the gate one chunk per entry, with stores that
+//!   bypass the cache (`sys/streaming.rs`), from any caller. A smaller one,
+//!   from a task, first takes a temporary lease of the range (one round
+//!   trip, cheap there) and copies with `memcpy`; from a multi-thread
+//!   runtime's `block_on`, where a round trip wakes two parked threads, it
+//!   too copies through the gate (atomic words). If a lease or a resize
+//!   closes the gate between two chunks, the rest goes under a lease
+//!   (`large.rs`). Dropping the future mid-copy leaves the range holding,
+//!   chunk by chunk, old or new bytes.
+//!
+//! `update`, `update_from` and `load_into` return hand-written futures
+//! (`quick.rs`) that hold only their arguments until the direct path has
+//! had its try.
 
 use bytes::{Bytes, BytesMut};
 
 use super::direct::{spend_budget, ZEROS};
+use super::quick::{LoadInto, UpdateFrom};
 use super::{request_span, MappedFile};
 use crate::error::{Error, Result};
 use crate::region;
@@ -221,12 +228,8 @@ impl MappedFile {
     ///
     /// Cancel safe: dropping the future abandons the load; `buf` may then
     /// hold part of the bytes.
-    pub async fn load_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        spend_budget().await;
-        if self.load_fast(offset, buf) {
-            return Ok(());
-        }
-        self.read_into("load", offset, buf, OnConflict::Wait).await
+    pub fn load_into<'a>(&'a self, offset: u64, buf: &'a mut [u8]) -> LoadInto<'a> {
+        LoadInto::new(self, offset, buf)
     }
 
     /// [`load_into`](Self::load_into) that fails with [`Error::Conflict`]
@@ -256,13 +259,8 @@ impl MappedFile {
     ///
     /// As [`update`](Self::update); a large update dropped mid-way leaves
     /// each of its 64 KiB chunks either old or new.
-    pub async fn update_from(&self, offset: u64, data: &[u8]) -> Result<()> {
-        spend_budget().await;
-        if self.update_fast(offset, data) {
-            return Ok(());
-        }
-        self.write_parts("update", offset, Source::Slices(&[data]), OnConflict::Wait)
-            .await
+    pub fn update_from<'a>(&'a self, offset: u64, data: &'a [u8]) -> UpdateFrom<'a> {
+        UpdateFrom::new(self, offset, data)
     }
 
     /// [`update_from`](Self::update_from) that fails with
