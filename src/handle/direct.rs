@@ -51,6 +51,11 @@ const PUBLISH_ITSELF_FROM: u64 = 4;
 /// per item is not.
 const HOLD_FROM: usize = 1024;
 
+/// How many items ahead of the one it stores a run of direct updates
+/// fetches lines for writing: about as many line fetches as a core tracks
+/// at once.
+const PREFETCH_AHEAD: usize = 16;
+
 /// Zeros to copy from, for `zero` (in `.bss`: it costs no file size, and
 /// no memory until read).
 pub(super) static ZEROS: [u8; INLINE_COPY_MAX] = [0; INLINE_COPY_MAX];
@@ -274,8 +279,16 @@ impl MappedFile {
         };
         let applied = self.shared.feed.publish_with(wake, |drafts, with_bytes| {
             reading.with(|generation, entered| {
+                // The lines of the items `PREFETCH_AHEAD` on are fetched
+                // while these are stored (see `update_fast_run`).
+                for (offset, data) in items.iter().take(PREFETCH_AHEAD) {
+                    generation.prefetch_write(entered, *offset, data.len());
+                }
                 let mut bytes = 0;
-                for (offset, data) in items {
+                for (i, (offset, data)) in items.iter().enumerate() {
+                    if let Some((ahead, data)) = items.get(i + PREFETCH_AHEAD) {
+                        generation.prefetch_write(entered, *ahead, data.len());
+                    }
                     if data.len() > DIRECT_MAX
                         || (bytes + data.len() > PUBLISHED_MAX && !drafts.is_empty())
                         || !generation.write_direct(entered, *offset, data)
