@@ -421,6 +421,55 @@ async fn write_path_large_updates_at_every_alignment_touch_only_their_bytes() {
     file.close().await.unwrap();
 }
 
+/// Small direct loads racing with large updates of the same bytes (stored
+/// past the cache, a word at a time) see each aligned 8-byte word whole:
+/// all old or all new, never a mix within a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_loads_racing_a_large_update_see_whole_words() {
+    let s = Scratch::new();
+    let len = 4 * MIB;
+    let file = s.file("race", len).await;
+    let stop = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (file, stop) = (file.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (a, b) = (
+                vec![0x11u8; 2 * MIB as usize],
+                vec![0x22u8; 2 * MIB as usize],
+            );
+            let mut rounds = 0u64;
+            while stop.load(Ordering::Relaxed) == 0 || rounds < 20 {
+                let data = if rounds % 2 == 0 { &a } else { &b };
+                file.update_from(MIB, data).await.unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut rng = common::SplitMix(7);
+    let mut mixed_words = 0u64;
+    let mut seen = [false; 3];
+    for _ in 0..200_000u32 {
+        let offset = MIB + 8 * rng.range(0, (2 * MIB - 64) / 8);
+        let mut buf = [0u8; 64];
+        file.load_into(offset, &mut buf).await.unwrap();
+        for word in buf.chunks(8) {
+            match word {
+                [0, 0, 0, 0, 0, 0, 0, 0] => seen[0] = true,
+                [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11] => seen[1] = true,
+                [0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22] => seen[2] = true,
+                _ => mixed_words += 1,
+            }
+        }
+    }
+    stop.store(1, Ordering::Relaxed);
+    let rounds = writer.await.unwrap();
+    assert_eq!(mixed_words, 0, "words mixing old and new bytes");
+    assert!(rounds >= 20, "the writer ran {rounds} rounds");
+    assert!(seen[1] && seen[2], "the loads saw both patterns: {seen:?}");
+    file.close().await.unwrap();
+}
+
 async fn large_copies_through_the_gate() {
     let s = Scratch::new();
     let len = 16 * MIB;

@@ -371,6 +371,8 @@ impl Generation {
         let Some(start) = self.start_of(offset, len) else {
             return;
         };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = start;
         #[cfg(target_arch = "x86_64")]
         for at in [start, start + len - 1] {
             // SAFETY: a prefetch never faults and changes no memory (nor
