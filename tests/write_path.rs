@@ -552,3 +552,30 @@ async fn large_copies_through_the_gate() {
     assert!(leaser.await.unwrap() > 0, "the leases ran alongside");
     file.close().await.unwrap();
 }
+
+/// The hand-written futures of the direct path's calls answer once: a poll
+/// after the answer panics instead of writing again. (Multi-thread: should
+/// the call take the general path, the actor answers while this polls.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_call_futures_polled_after_completion_panic() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    let s = Scratch::new();
+    let file = s.file("again", 4096).await;
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut update = file.update_from(0, &[7u8; 8]);
+    let mut first = Poll::Pending;
+    while first.is_pending() {
+        first = std::pin::Pin::new(&mut update).poll(&mut cx);
+    }
+    assert!(matches!(first, Poll::Ready(Ok(()))));
+    // Another write, which a second run of the first would undo.
+    file.update_from(0, &[9u8; 8]).await.unwrap();
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = std::pin::Pin::new(&mut update).poll(&mut cx);
+    }));
+    assert!(again.is_err(), "a second poll of a completed update_from");
+    assert_eq!(&file.load(0, 8).await.unwrap()[..], &[9u8; 8]);
+    file.close().await.unwrap();
+}

@@ -60,7 +60,8 @@ impl Step<'_> {
     }
 }
 
-/// The future of [`MappedFile::update_from`].
+/// The future of [`MappedFile::update_from`]: `Send` and `Unpin`; it panics
+/// if polled again after it completed.
 #[must_use = "futures do nothing unless polled"]
 pub struct UpdateFrom<'a> {
     file: &'a MappedFile,
@@ -110,7 +111,8 @@ impl std::fmt::Debug for UpdateFrom<'_> {
     }
 }
 
-/// The future of [`MappedFile::load_into`].
+/// The future of [`MappedFile::load_into`]: `Send` and `Unpin`; it panics
+/// if polled again after it completed.
 #[must_use = "futures do nothing unless polled"]
 pub struct LoadInto<'a> {
     file: &'a MappedFile,
@@ -160,7 +162,8 @@ impl std::fmt::Debug for LoadInto<'_> {
     }
 }
 
-/// The future of [`MappedFile::update`].
+/// The future of [`MappedFile::update`]: `Send` and `Unpin`; it panics
+/// if polled again after it completed.
 #[must_use = "futures do nothing unless polled"]
 pub struct Update<'a> {
     file: &'a MappedFile,
