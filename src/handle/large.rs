@@ -29,6 +29,10 @@ const CHUNK: usize = 64 * 1024;
 /// `memcpy` into cached lines is faster than a store that evicts them.
 const STREAM_FROM: u64 = 1024 * 1024;
 
+/// How many turns of the scheduler a large copy through the gate waits for
+/// the gate to reopen before it takes a lease for the rest.
+const GATE_WAITS: u32 = 16;
+
 /// How long a large copy runs before it lets other tasks in.
 const SLICE: Duration = Duration::from_micros(50);
 
@@ -227,9 +231,22 @@ impl MappedFile {
         let mut clock = Yielder::new();
         let mut done = 0u64;
         for piece in pieces {
-            let copied = {
+            let mut waited = 0;
+            let copied = loop {
                 let Some(reading) = self.shared.current.enter() else {
-                    break;
+                    // Closed by a holder. A request's hold (a load or update
+                    // of other tasks, sent to the actor) goes within
+                    // microseconds: wait a few turns of the scheduler for it
+                    // rather than take a lease, which would make every
+                    // direct call on these bytes meanwhile queue behind the
+                    // rest of this copy, and so on (a convoy). A lease or a
+                    // resize stays: the rest then goes under a lease.
+                    if waited < GATE_WAITS && !self.shared.is_closed() {
+                        waited += 1;
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    break false;
                 };
                 let copied = reading.with(|generation, entered| {
                     // The whole range is checked before the first byte, so
@@ -253,7 +270,7 @@ impl MappedFile {
                         reading.wrote_more(piece.len() as u64);
                     }
                 }
-                copied
+                break copied;
             };
             if !copied {
                 break;
