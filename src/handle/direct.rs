@@ -14,8 +14,6 @@ use super::MappedFile;
 use crate::actor::write_method::WriteMethod;
 use crate::error::{Error, Result};
 use crate::region;
-use crate::stream::inbox::Draft;
-use crate::stream::ChangeKind;
 use crate::sys::gate::Reading;
 use crate::sys::Generation;
 use crate::INLINE_COPY_MAX;
@@ -30,31 +28,6 @@ use crate::INLINE_COPY_MAX;
 /// see `OpenOptions::write_through`) goes direct up to
 /// [`INLINE_COPY_MAX`].
 pub const DIRECT_MAX: usize = 4096;
-
-/// The bytes [`MappedFile::update_published`] copies in one gate entry: a
-/// holder (a lease, a resize) waits for about this much copying at most.
-const PUBLISHED_MAX: usize = 64 * 1024;
-
-/// A sink publishes its changes itself once this many subscriptions are
-/// live; below it the actor applies and publishes them. The actor's copy
-/// runs beside the producer's own work, on another thread, which pays
-/// while few readers compete for the runtime's threads; with many, the
-/// actor's turn comes after theirs and the producer waits for it, so the
-/// producer stores and publishes itself (`docs/PERFORMANCE.md`, P11).
-const PUBLISH_ITSELF_FROM: u64 = 4;
-
-/// Items of at least this many bytes are stored at once, their changes
-/// held ([`MappedFile::update_held`]): their copy is what costs, and it is
-/// cheapest while the item's bytes are still in the cache. Smaller ones
-/// are gathered and stored a batch at a time
-/// ([`MappedFile::update_published`]): their copies are cheap, and a lock
-/// per item is not.
-const HOLD_FROM: usize = 1024;
-
-/// How many items ahead of the one it stores a run of direct updates
-/// fetches lines for writing: about as many line fetches as a core tracks
-/// at once.
-const PREFETCH_AHEAD: usize = 16;
 
 /// Zeros to copy from, for `zero` (in `.bss`: it costs no file size, and
 /// no memory until read).
@@ -126,14 +99,7 @@ impl MappedFile {
     /// updates written with `pwrite`).
     #[inline]
     pub(crate) fn update_fast(&self, offset: u64, data: &[u8]) -> bool {
-        if data.len() > DIRECT_MAX
-            || !self.shared.writable
-            || self.shared.method.get() != WriteMethod::Store
-            || self.shared.is_closed()
-            // While a subscription covers these bytes, the actor must see
-            // the update to report it.
-            || self.shared.feed.watches(offset, data.len() as u64)
-        {
+        if !self.may_store_direct(offset, data.len()) {
             return false;
         }
         let Some(reading) = self.shared.current.enter() else {
@@ -147,8 +113,9 @@ impl MappedFile {
     }
 
     /// Whether an update of `len` bytes at `offset` may be stored by the
-    /// calling task now (what [`update_fast`](Self::update_fast) checks
-    /// before it enters the gate).
+    /// calling task now, before it enters the gate: small, a writable open
+    /// that stores, not closed, and no subscription of these bytes (while
+    /// one covers them, the actor must see the update to report it).
     #[inline]
     pub(crate) fn may_store_direct(&self, offset: u64, len: usize) -> bool {
         len <= DIRECT_MAX
@@ -192,7 +159,11 @@ impl MappedFile {
     /// Counts direct writes of `lens` bytes in the slot of `reading`, leaves
     /// the gate, and tells the actor if a flush policy is now due.
     #[inline]
-    fn count_direct(&self, reading: Reading<'_, Generation>, lens: impl IntoIterator<Item = u64>) {
+    pub(super) fn count_direct(
+        &self,
+        reading: Reading<'_, Generation>,
+        lens: impl IntoIterator<Item = u64>,
+    ) {
         let mut due = false;
         for len in lens {
             let slot_writes = reading.wrote(len);
@@ -211,99 +182,6 @@ impl MappedFile {
             .shared
             .notices
             .send(crate::lease_table::Notice::PolicyDue);
-    }
-
-    /// Whether small updates of watched bytes may be stored by the calling
-    /// task and published by it ([`update_published`](Self::update_published)):
-    /// a writable open that stores (updates written with `pwrite` go to the
-    /// actor, which writes a batch with one `pwritev`), watched by at least
-    /// [`PUBLISH_ITSELF_FROM`] subscriptions.
-    pub(crate) fn publishes_directly(&self) -> bool {
-        self.shared.writable
-            && self.shared.method.get() == WriteMethod::Store
-            && self.shared.feed.subscriptions() >= PUBLISH_ITSELF_FROM
-    }
-
-    /// One small update stored by the calling task while subscriptions may
-    /// watch its bytes (as [`update_published`](Self::update_published)
-    /// requires), its change numbered at once under the feed's lock and
-    /// held for the next delivery (`Feed::hold`): the sink's item is copied
-    /// while its bytes are still in the cache, and published with others.
-    /// `true` once written; `false` (nothing written) when the general path
-    /// must serve it. The caller delivers what it held when it flushes.
-    pub(crate) fn update_held(&self, offset: u64, data: &Bytes) -> bool {
-        if !(HOLD_FROM..=DIRECT_MAX).contains(&data.len())
-            || !self.publishes_directly()
-            || self.shared.is_closed()
-        {
-            return false;
-        }
-        let Some(reading) = self.shared.current.enter() else {
-            return false;
-        };
-        let len = data.len() as u64;
-        let written = self.shared.feed.hold(|with_bytes| {
-            let wrote =
-                reading.with(|generation, entered| generation.write_direct(entered, offset, data));
-            wrote.then(|| Draft::of(offset, ChangeKind::Update, data, with_bytes))
-        });
-        if !written {
-            return false;
-        }
-        self.count_direct(reading, [len]);
-        true
-    }
-
-    /// Small updates stored by the calling task while subscriptions may
-    /// watch their bytes, published by it: in one gate entry, the items are
-    /// written and their changes published under the feed's lock, so that
-    /// changes to the same bytes are published in the order they were
-    /// written (`Feed::publish_with`), and the actor, leases and resizes,
-    /// which close the gate, are ordered before or after the lot. At most
-    /// [`PUBLISHED_MAX`] bytes per entry. Returns how many items, from the
-    /// first, were applied: all, or up to the first that is too large,
-    /// out of bounds, or read-only (the actor serves the rest, and reports
-    /// the error), or none when the gate is closed.
-    ///
-    /// The subscriptions to wake go to `wake` (`Feed::wake` wakes them).
-    pub(crate) fn update_published(
-        &self,
-        items: &[(u64, Bytes)],
-        wake: &mut Vec<std::task::Waker>,
-    ) -> usize {
-        if !self.publishes_directly() || self.shared.is_closed() {
-            return 0;
-        }
-        let Some(reading) = self.shared.current.enter() else {
-            return 0;
-        };
-        let applied = self.shared.feed.publish_with(wake, |drafts, with_bytes| {
-            reading.with(|generation, entered| {
-                // The lines of the items `PREFETCH_AHEAD` on are fetched
-                // while these are stored (see `update_fast_run`).
-                for (offset, data) in items.iter().take(PREFETCH_AHEAD) {
-                    generation.prefetch_write(entered, *offset, data.len());
-                }
-                let mut bytes = 0;
-                for (i, (offset, data)) in items.iter().enumerate() {
-                    if let Some((ahead, data)) = items.get(i + PREFETCH_AHEAD) {
-                        generation.prefetch_write(entered, *ahead, data.len());
-                    }
-                    if data.len() > DIRECT_MAX
-                        || (bytes + data.len() > PUBLISHED_MAX && !drafts.is_empty())
-                        || !generation.write_direct(entered, *offset, data)
-                    {
-                        break;
-                    }
-                    bytes += data.len();
-                    drafts.push(Draft::of(*offset, ChangeKind::Update, data, with_bytes));
-                }
-                drafts.len()
-            })
-        });
-        let lens = items[..applied].iter().map(|(_, data)| data.len() as u64);
-        self.count_direct(reading, lens);
-        applied
     }
 
     /// A small load into `buf`, served by the calling task if the gate is

@@ -207,13 +207,13 @@ impl MappedFile {
     /// A large update (the `parts`, then zeros up to `total` bytes) copied
     /// by the calling task through the gate (from any caller at
     /// [`STREAM_FROM`] bytes and up, else only where round trips are dear),
-    /// one piece of at most `CHUNK` bytes per entry, with the gate left and the scheduler let in between
-    /// pieces: no round trip to the actor, no thread woken, and a holder
-    /// (a lease, a resize) waits for one piece at most. Returns the bytes
-    /// written: all of them, none (the gate was closed, the range is
-    /// watched, or out of bounds: the general path reports it), or a prefix
-    /// (the gate closed between two pieces: the general path writes the
-    /// rest).
+    /// one piece of at most `CHUNK` bytes per entry, with the gate left and
+    /// the scheduler let in between pieces: no round trip to the actor, no
+    /// thread woken, and a holder (a lease, a resize) waits for one piece
+    /// at most. Returns the bytes written: all of them, none (the gate was
+    /// closed, the range is watched, or out of bounds: the general path
+    /// reports it), or a prefix (the gate stayed closed between two pieces:
+    /// the general path writes the rest).
     async fn write_large_direct(&self, offset: u64, parts: &[&[u8]], total: u64) -> u64 {
         let streaming = total >= STREAM_FROM;
         if !(streaming || round_trips_are_dear())

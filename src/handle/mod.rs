@@ -7,6 +7,8 @@
 //! - `calls.rs`: the requests served by the actor (load, update, flush,
 //!   resize, ...);
 //! - `direct.rs`: small loads and updates served by the calling task;
+//!   `publish.rs`: the same for watched bytes, published by the caller;
+//!   `quick.rs`: the futures of `update`, `update_from` and `load_into`;
 //! - `leases.rs`: the calls that hand out leases;
 //! - `hints.rs`: write-back, advice, prewarm progress, page locks, huge
 //!   pages, watching, the descriptor;
@@ -22,6 +24,7 @@ mod hints;
 mod large;
 mod leases;
 mod open;
+mod publish;
 mod quick;
 mod stream_calls;
 mod write;

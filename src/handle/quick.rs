@@ -34,20 +34,30 @@ enum Step<'a> {
     Done,
 }
 
-impl Step<'_> {
-    /// Spends the budget as the direct path does ([`budget_due`]); `Pending`
-    /// when the task must yield first.
+impl<'a> Step<'a> {
+    /// The one poll of every call future: at the first, spends the budget
+    /// as the direct path does ([`budget_due`]; `Pending` when the task
+    /// must yield first) and runs `direct`, which answers the call (`None`)
+    /// or returns the general path's future to poll from then on.
     #[inline]
-    fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
-        if budget_due() {
-            let coop = ready!(tokio::task::coop::poll_proceed(cx));
-            coop.made_progress();
+    fn poll_call(
+        &mut self,
+        cx: &mut Context<'_>,
+        direct: impl FnOnce() -> Option<BoxFuture<'a, Result<()>>>,
+    ) -> Poll<Result<()>> {
+        if let Step::First = self {
+            if budget_due() {
+                let coop = ready!(tokio::task::coop::poll_proceed(cx));
+                coop.made_progress();
+            }
+            match direct() {
+                None => {
+                    *self = Step::Done;
+                    return Poll::Ready(Ok(()));
+                }
+                Some(general) => *self = Step::General(general),
+            }
         }
-        Poll::Ready(())
-    }
-
-    /// Polls the general path once it is started.
-    fn poll_general(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         match self {
             Step::General(general) => {
                 let answer = ready!(general.as_mut().poll(cx));
@@ -55,7 +65,7 @@ impl Step<'_> {
                 Poll::Ready(answer)
             }
             Step::Done => panic!("a call future polled after it completed"),
-            Step::First => unreachable!("the direct path runs first"),
+            Step::First => unreachable!("the direct path ran first"),
         }
     }
 }
@@ -86,19 +96,16 @@ impl Future for UpdateFrom<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if let Step::First = this.step {
-            ready!(Step::poll_budget(cx));
-            if this.file.update_fast(this.offset, this.data) {
-                this.step = Step::Done;
-                return Poll::Ready(Ok(()));
+        let (file, offset, data) = (this.file, this.offset, this.data);
+        this.step.poll_call(cx, || {
+            if file.update_fast(offset, data) {
+                return None;
             }
-            let (file, offset, data) = (this.file, this.offset, this.data);
-            this.step = Step::General(Box::pin(async move {
+            Some(Box::pin(async move {
                 file.write_parts("update", offset, Source::Slices(&[data]), OnConflict::Wait)
                     .await
-            }));
-        }
-        this.step.poll_general(cx)
+            }))
+        })
     }
 }
 
@@ -138,19 +145,16 @@ impl Future for LoadInto<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if let Step::First = this.step {
-            ready!(Step::poll_budget(cx));
-            let buf = this.buf.take().expect("the buffer until the first poll");
-            if this.file.load_fast(this.offset, buf) {
-                this.step = Step::Done;
-                return Poll::Ready(Ok(()));
+        let (file, offset, buf) = (this.file, this.offset, &mut this.buf);
+        this.step.poll_call(cx, || {
+            let buf = buf.take().expect("the buffer until the first poll");
+            if file.load_fast(offset, buf) {
+                return None;
             }
-            let (file, offset) = (this.file, this.offset);
-            this.step = Step::General(Box::pin(async move {
+            Some(Box::pin(async move {
                 file.read_into("load", offset, buf, OnConflict::Wait).await
-            }));
-        }
-        this.step.poll_general(cx)
+            }))
+        })
     }
 }
 
@@ -189,20 +193,17 @@ impl Future for Update<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if let Step::First = this.step {
-            ready!(Step::poll_budget(cx));
-            let data = this.data.take().expect("the bytes until the first poll");
-            if this.file.update_fast(this.offset, &data) {
-                this.step = Step::Done;
-                return Poll::Ready(Ok(()));
+        let (file, offset, data) = (this.file, this.offset, &mut this.data);
+        this.step.poll_call(cx, || {
+            let data = data.take().expect("the bytes until the first poll");
+            if file.update_fast(offset, &data) {
+                return None;
             }
-            let (file, offset) = (this.file, this.offset);
-            this.step = Step::General(Box::pin(async move {
+            Some(Box::pin(async move {
                 file.write_parts("update", offset, Source::Owned(data), OnConflict::Wait)
                     .await
-            }));
-        }
-        this.step.poll_general(cx)
+            }))
+        })
     }
 }
 

@@ -84,6 +84,7 @@ mod pipe;
 mod reader;
 mod sink;
 mod subscribe;
+mod updates;
 mod writer;
 
 pub use appender::{AppendSink, Appender, DEFAULT_GROW_STEP};

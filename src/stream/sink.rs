@@ -1,22 +1,17 @@
 //! [`UpdateSink`]: updates streamed into the mapping, in batches.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::Sink;
 
-use std::sync::Arc;
-
-use super::feed::Feed;
-use super::inbox::SUBSCRIPTION_CAPACITY;
-use super::pipe::{poll_boxed, whole, Landed, Landing, Launch, Launched, Pipe};
-use crate::actor::batch::Line;
+use super::pipe::{poll_boxed, Pipe};
+use super::updates::Updates;
 use crate::error::{Error, Result};
-use crate::{MappedFile, INLINE_COPY_MAX};
+use crate::MappedFile;
 
 /// The default bound on the bytes an [`UpdateSink`] holds (buffered and in
 /// flight): with 64 B and 4 KiB items alike, larger bounds are no faster
@@ -28,20 +23,20 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1 << 20;
 /// applies it in some tens of microseconds (a copy of this size, or about
 /// 4,000 small items), so it never holds its thread long. An item larger
 /// than [`INLINE_COPY_MAX`] travels alone, as one `update`.
-const BATCH_MAX: usize = 256 * 1024;
+pub(super) const BATCH_MAX: usize = 256 * 1024;
 
 /// What a sink whose bytes are watched gathers before it stores and
 /// publishes a batch itself: enough to publish rarely (each publication
 /// costs a lock per subscription), little enough that the items' buffers
 /// are still in the cache when they are copied.
-const GATHER: usize = BATCH_MAX;
+pub(super) const GATHER: usize = BATCH_MAX;
 
 /// Batches a sink has in flight at most (sent, not yet answered): enough
 /// that the actor finds the next one waiting when it is done with one.
 const MAX_BATCHES: usize = 4;
 
 /// What an item costs against the bound besides its bytes: its slot.
-const ITEM_COST: usize = std::mem::size_of::<(u64, Bytes)>();
+pub(super) const ITEM_COST: usize = std::mem::size_of::<(u64, Bytes)>();
 
 impl MappedFile {
     /// A [`Sink`] of `(offset, bytes)` updates, applied in order in batches;
@@ -77,12 +72,7 @@ impl MappedFile {
         });
         UpdateSink {
             pipe: Pipe::new(
-                Updates {
-                    file: self.clone(),
-                    line: Arc::new(Line::default()),
-                    wake: Vec::new(),
-                    unwoken: 0,
-                },
+                Updates::new(self.clone()),
                 DEFAULT_MAX_IN_FLIGHT,
                 MAX_BATCHES,
                 refused,
@@ -358,164 +348,5 @@ impl Drop for UpdateSink {
 impl fmt::Debug for UpdateSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.pipe.debug("UpdateSink", f)
-    }
-}
-
-/// How an update sink sends: batches, and large items alone.
-struct Updates {
-    file: MappedFile,
-    /// Keeps the sink's batches in order in the actor.
-    line: Arc<Line>,
-    /// Subscriptions to wake for changes this sink published itself, and
-    /// how many changes it published since it last woke them.
-    wake: Vec<Waker>,
-    unwoken: usize,
-}
-
-/// A sink that publishes its changes itself wakes the subscriptions it
-/// reached once per this many changes (and on a flush, and when dropped),
-/// not per batch: a wake-up from a thread outside the runtime costs a
-/// futex call, several microseconds on a virtual machine. Well below the
-/// subscriptions' capacity, so that a reader that keeps up never lags for
-/// it.
-const WAKE_AFTER: usize = SUBSCRIPTION_CAPACITY / 4;
-
-impl Updates {
-    fn wake_subscribers(&mut self) {
-        self.unwoken = 0;
-        if !self.wake.is_empty() {
-            Feed::wake(std::mem::take(&mut self.wake));
-        }
-    }
-}
-
-impl Drop for Updates {
-    fn drop(&mut self) {
-        self.wake_subscribers();
-    }
-}
-
-impl Launch for Updates {
-    type Item = (u64, Bytes);
-    /// The failed item's offset and the cause.
-    type Failure = (u64, Error);
-
-    const FULL: usize = BATCH_MAX;
-
-    fn cost(item: &(u64, Bytes)) -> usize {
-        item.1.len() + ITEM_COST
-    }
-
-    fn alone(buffer: &VecDeque<(u64, Bytes)>) -> bool {
-        buffer
-            .front()
-            .is_some_and(|(_, data)| data.len() > INLINE_COPY_MAX)
-    }
-
-    const GATHER: usize = GATHER;
-
-    fn gathers(&self) -> bool {
-        self.file.publishes_directly()
-    }
-
-    // Sending resolves to the answer's future on purpose (two steps).
-    #[allow(clippy::async_yields_async)]
-    fn launch(
-        &mut self,
-        buffer: &mut VecDeque<(u64, Bytes)>,
-        idle: bool,
-    ) -> Launched<Self::Failure> {
-        let file = self.file.clone();
-        let (offset, data) = buffer.pop_front().expect("a batch of at least one item");
-        let mut cost = data.len() + ITEM_COST;
-        if data.len() > INLINE_COPY_MAX {
-            let sent = whole(async move {
-                match file.update(offset, data).await {
-                    Ok(()) => Landed {
-                        applied: 1,
-                        failed: None,
-                    },
-                    Err(err) => Landed {
-                        applied: 0,
-                        failed: Some((offset, err)),
-                    },
-                }
-            });
-            return Launched { sent, cost };
-        }
-        let mut items = vec![(offset, data)];
-        while let Some(next) = buffer.front() {
-            let c = Self::cost(next);
-            if next.1.len() > INLINE_COPY_MAX || cost + c > BATCH_MAX {
-                break;
-            }
-            cost += c;
-            items.extend(buffer.pop_front());
-        }
-        // Watched bytes: stored here and published by this task, a gate
-        // entry at a time, while nothing of this sink is on its way to the
-        // actor (which would otherwise be overtaken); the actor gets what
-        // is left (the gate closed, an item it must refuse).
-        let mut direct = 0;
-        while idle && direct < items.len() {
-            match self.file.update_published(&items[direct..], &mut self.wake) {
-                0 => break,
-                n => direct += n,
-            }
-        }
-        self.unwoken += direct;
-        if self.unwoken >= WAKE_AFTER || direct < items.len() {
-            self.wake_subscribers();
-        }
-        if direct == items.len() {
-            drop(items);
-            let landed = Landed {
-                applied: direct as u64,
-                failed: None,
-            };
-            let landing: Landing<Self::Failure> = Box::pin(std::future::ready(landed));
-            let sent = Box::pin(std::future::ready(landing));
-            return Launched { sent, cost };
-        }
-        items.drain(..direct);
-        let direct = direct as u64;
-        let line = Arc::downgrade(&self.line);
-        let first = items[0].0;
-        let sent = Box::pin(async move {
-            let landing: Landing<Self::Failure> = match file.send_batch(items, line).await {
-                Ok(answer) => Box::pin(async move {
-                    match answer.await {
-                        Ok(done) => {
-                            // Freed here, on the task that allocated them.
-                            drop(done.items);
-                            Landed {
-                                applied: direct + done.applied as u64,
-                                failed: done.failed,
-                            }
-                        }
-                        // The request itself failed (closed, panicked):
-                        // report it at the batch's first item.
-                        Err(err) => Landed {
-                            applied: direct,
-                            failed: Some((first, err)),
-                        },
-                    }
-                }),
-                Err(err) => Box::pin(std::future::ready(Landed {
-                    applied: direct,
-                    failed: Some((first, err)),
-                })),
-            };
-            landing
-        });
-        Launched { sent, cost }
-    }
-
-    fn error(applied: u64, (offset, source): Self::Failure) -> Error {
-        Error::SinkItem {
-            offset,
-            applied,
-            source: Box::new(source),
-        }
     }
 }
