@@ -104,6 +104,7 @@ impl Shared {
     }
 
     /// Whether `close()` was called or the actor stopped.
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }

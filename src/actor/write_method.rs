@@ -63,6 +63,7 @@ impl Method {
         }
     }
 
+    #[inline]
     pub(crate) fn get(&self) -> WriteMethod {
         match self.current.load(Ordering::Relaxed) {
             1 => WriteMethod::Pwrite,

@@ -82,7 +82,7 @@ impl MappedFile {
     /// Short matters: a loop of small loads overlaps one call's cache miss
     /// with the next call's only if the processor can look that far ahead,
     /// a few hundred instructions at most.
-    #[inline]
+    #[inline(always)]
     pub(super) fn load_fast(&self, offset: u64, buf: &mut [u8]) -> bool {
         if buf.len() > DIRECT_MAX || self.shared.is_closed() {
             return false;
@@ -97,7 +97,7 @@ impl MappedFile {
     /// through the mapping, `true` once done; `false` (nothing written)
     /// when the general path must serve it (including every error, and
     /// updates written with `pwrite`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn update_fast(&self, offset: u64, data: &[u8]) -> bool {
         if !self.may_store_direct(offset, data.len()) {
             return false;
@@ -158,7 +158,7 @@ impl MappedFile {
 
     /// Counts direct writes of `lens` bytes in the slot of `reading`, leaves
     /// the gate, and tells the actor if a flush policy is now due.
-    #[inline]
+    #[inline(always)]
     pub(super) fn count_direct(
         &self,
         reading: Reading<'_, Generation>,

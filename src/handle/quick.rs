@@ -35,39 +35,62 @@ enum Step<'a> {
 }
 
 impl<'a> Step<'a> {
-    /// The one poll of every call future: at the first, spends the budget
-    /// as the direct path does ([`budget_due`]; `Pending` when the task
-    /// must yield first) and runs `direct`, which answers the call (`None`)
-    /// or returns the general path's future to poll from then on.
-    #[inline]
-    fn poll_call(
+    /// The start of every call future's poll, inlined into the caller:
+    /// `Ready(true)` at the first poll, when the direct path may be tried
+    /// (after spending a unit of the task's budget when one is due,
+    /// [`budget_due`]; `Pending` when the task must yield first),
+    /// `Ready(false)` later. What follows the direct path is out of line
+    /// ([`poll_general`](Self::poll_general)), so the inline part stays a
+    /// few instructions in the caller's loop: the fewer instructions a
+    /// call takes, the more calls' cache misses the processor overlaps
+    /// (`docs/PERFORMANCE.md`, P1).
+    #[inline(always)]
+    fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        match self {
+            Step::First => {
+                if budget_due() {
+                    ready!(spend_unit(cx));
+                }
+                Poll::Ready(true)
+            }
+            _ => Poll::Ready(false),
+        }
+    }
+
+    /// The general path, out of line: at the first poll (the direct path
+    /// refused the call), `general` makes its future, boxed; it is polled
+    /// from then on.
+    #[cold]
+    #[inline(never)]
+    fn poll_general(
         &mut self,
         cx: &mut Context<'_>,
-        direct: impl FnOnce() -> Option<BoxFuture<'a, Result<()>>>,
+        general: &mut dyn FnMut() -> BoxFuture<'a, Result<()>>,
     ) -> Poll<Result<()>> {
         if let Step::First = self {
-            if budget_due() {
-                let coop = ready!(tokio::task::coop::poll_proceed(cx));
-                coop.made_progress();
-            }
-            match direct() {
-                None => {
-                    *self = Step::Done;
-                    return Poll::Ready(Ok(()));
-                }
-                Some(general) => *self = Step::General(general),
-            }
+            *self = Step::General(general());
         }
         match self {
-            Step::General(general) => {
-                let answer = ready!(general.as_mut().poll(cx));
+            Step::General(future) => {
+                let answer = ready!(future.as_mut().poll(cx));
                 *self = Step::Done;
                 Poll::Ready(answer)
             }
             Step::Done => panic!("a call future polled after it completed"),
-            Step::First => unreachable!("the direct path ran first"),
+            Step::First => unreachable!("the general path was made"),
         }
     }
+}
+
+/// Spends a unit of the task's scheduling budget (`Pending` when the task
+/// must yield first), out of line: one direct call in
+/// [`BUDGET_EVERY`](super::direct) comes here.
+#[cold]
+#[inline(never)]
+fn spend_unit(cx: &mut Context<'_>) -> Poll<()> {
+    let coop = ready!(tokio::task::coop::poll_proceed(cx));
+    coop.made_progress();
+    Poll::Ready(())
 }
 
 /// The future of [`MappedFile::update_from`]: `Send` and `Unpin`; it panics
@@ -94,17 +117,19 @@ impl<'a> UpdateFrom<'a> {
 impl Future for UpdateFrom<'_> {
     type Output = Result<()>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         let (file, offset, data) = (this.file, this.offset, this.data);
-        this.step.poll_call(cx, || {
-            if file.update_fast(offset, data) {
-                return None;
-            }
-            Some(Box::pin(async move {
+        if ready!(this.step.poll_first(cx)) && file.update_fast(offset, data) {
+            this.step = Step::Done;
+            return Poll::Ready(Ok(()));
+        }
+        this.step.poll_general(cx, &mut || {
+            Box::pin(async move {
                 file.write_parts("update", offset, Source::Slices(&[data]), OnConflict::Wait)
                     .await
-            }))
+            })
         })
     }
 }
@@ -143,17 +168,20 @@ impl<'a> LoadInto<'a> {
 impl Future for LoadInto<'_> {
     type Output = Result<()>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         let (file, offset, buf) = (this.file, this.offset, &mut this.buf);
-        this.step.poll_call(cx, || {
-            let buf = buf.take().expect("the buffer until the first poll");
+        if ready!(this.step.poll_first(cx)) {
+            let buf = buf.as_deref_mut().expect("the buffer until the first poll");
             if file.load_fast(offset, buf) {
-                return None;
+                this.step = Step::Done;
+                return Poll::Ready(Ok(()));
             }
-            Some(Box::pin(async move {
-                file.read_into("load", offset, buf, OnConflict::Wait).await
-            }))
+        }
+        this.step.poll_general(cx, &mut || {
+            let buf = buf.take().expect("the buffer until the first poll");
+            Box::pin(async move { file.read_into("load", offset, buf, OnConflict::Wait).await })
         })
     }
 }
@@ -191,18 +219,25 @@ impl<'a> Update<'a> {
 impl Future for Update<'_> {
     type Output = Result<()>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         let (file, offset, data) = (this.file, this.offset, &mut this.data);
-        this.step.poll_call(cx, || {
-            let data = data.take().expect("the bytes until the first poll");
-            if file.update_fast(offset, &data) {
-                return None;
+        if ready!(this.step.poll_first(cx)) {
+            let bytes = data.as_ref().expect("the bytes until the first poll");
+            if file.update_fast(offset, bytes) {
+                // Dropped here, as the caller would: the call is over.
+                *data = None;
+                this.step = Step::Done;
+                return Poll::Ready(Ok(()));
             }
-            Some(Box::pin(async move {
+        }
+        this.step.poll_general(cx, &mut || {
+            let data = data.take().expect("the bytes until the first poll");
+            Box::pin(async move {
                 file.write_parts("update", offset, Source::Owned(data), OnConflict::Wait)
                     .await
-            }))
+            })
         })
     }
 }

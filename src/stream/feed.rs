@@ -90,6 +90,7 @@ fn wake_all(wake: Vec<Waker>) {
 impl Feed {
     /// Whether any subscription is live: the cheap check every writer makes
     /// before building a change.
+    #[inline]
     pub(crate) fn is_watched(&self) -> bool {
         self.count.load(Ordering::Acquire) != 0
     }
@@ -100,6 +101,7 @@ impl Feed {
     }
 
     /// Whether a live subscription wants the changed bytes.
+    #[inline]
     pub(crate) fn wants_bytes(&self) -> bool {
         self.is_watched()
             && self
@@ -119,6 +121,7 @@ impl Feed {
     /// Whether a subscription may cover a byte of `[offset, offset + len)`:
     /// a direct update of those bytes must go through the actor, which
     /// publishes it. Conservative (the hull of every subscription's range).
+    #[inline]
     pub(crate) fn watches(&self, offset: u64, len: u64) -> bool {
         // `count` is stored after the hull, and only once `inner` exists.
         let Some(inner) = self.inner.get().filter(|_| self.is_watched()) else {

@@ -383,6 +383,7 @@ pub(crate) struct Reading<'a, M> {
 impl<M> Reading<'_, M> {
     /// Counts one update of `bytes` made by this operation; returns this
     /// slot's count of updates.
+    #[inline]
     pub(crate) fn wrote(&self, bytes: u64) -> u64 {
         let slot = &self.entered.gate.slots[self.entered.slot];
         // Plain adds (no locked instruction, no barrier): slots are shared

@@ -288,14 +288,7 @@ impl Generation {
             }
             return true;
         }
-        let mut at = 0;
-        for (i, word) in words.iter().enumerate() {
-            let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
-            let from = if i == 0 { skip } else { 0 };
-            let n = (8 - from).min(buf.len() - at);
-            buf[at..at + n].copy_from_slice(&bytes[from..from + n]);
-            at += n;
-        }
+        read_parts(words, skip, buf);
         true
     }
 
@@ -338,23 +331,7 @@ impl Generation {
             }
             return true;
         }
-        let mut at = 0;
-        for (i, word) in words.iter().enumerate() {
-            let from = if i == 0 { skip } else { 0 };
-            let n = (8 - from).min(data.len() - at);
-            let part = &data[at..at + n];
-            if n == 8 {
-                let whole: [u8; 8] = part.try_into().expect("eight bytes");
-                word.store(u64::from_ne_bytes(whole), Ordering::Relaxed);
-            } else {
-                let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                    let mut bytes = old.to_ne_bytes();
-                    bytes[from..from + n].copy_from_slice(part);
-                    Some(u64::from_ne_bytes(bytes))
-                });
-            }
-            at += n;
-        }
+        write_parts(words, skip, data);
         true
     }
 
@@ -596,3 +573,42 @@ pub(crate) const RESIDENT_CHECKED: usize = 4 << 20;
 
 /// Linux 5.14's `MADV_POPULATE_READ` (older libc crates lack the constant).
 const MADV_POPULATE_READ: libc::c_int = 22;
+
+/// The rest of [`Generation::read_direct`]: a range that starts or ends
+/// inside a word, copied word by word (out of line, so that the
+/// whole-word case stays short where it is inlined).
+#[inline(never)]
+fn read_parts(words: &[AtomicU64], skip: usize, buf: &mut [u8]) {
+    let mut at = 0;
+    for (i, word) in words.iter().enumerate() {
+        let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
+        let from = if i == 0 { skip } else { 0 };
+        let n = (8 - from).min(buf.len() - at);
+        buf[at..at + n].copy_from_slice(&bytes[from..from + n]);
+        at += n;
+    }
+}
+
+/// The rest of [`Generation::write_direct`], as [`read_parts`]: whole
+/// words are stored, a word the range shares with bytes outside it is
+/// updated by a compare-and-swap of the word.
+#[inline(never)]
+fn write_parts(words: &[AtomicU64], skip: usize, data: &[u8]) {
+    let mut at = 0;
+    for (i, word) in words.iter().enumerate() {
+        let from = if i == 0 { skip } else { 0 };
+        let n = (8 - from).min(data.len() - at);
+        let part = &data[at..at + n];
+        if n == 8 {
+            let whole: [u8; 8] = part.try_into().expect("eight bytes");
+            word.store(u64::from_ne_bytes(whole), Ordering::Relaxed);
+        } else {
+            let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let mut bytes = old.to_ne_bytes();
+                bytes[from..from + n].copy_from_slice(part);
+                Some(u64::from_ne_bytes(bytes))
+            });
+        }
+        at += n;
+    }
+}
