@@ -117,7 +117,7 @@ impl<'a> UpdateFrom<'a> {
 impl Future for UpdateFrom<'_> {
     type Output = Result<()>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         let (file, offset, data) = (this.file, this.offset, this.data);
@@ -168,7 +168,7 @@ impl<'a> LoadInto<'a> {
 impl Future for LoadInto<'_> {
     type Output = Result<()>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         let (file, offset, buf) = (this.file, this.offset, &mut this.buf);
@@ -219,7 +219,7 @@ impl<'a> Update<'a> {
 impl Future for Update<'_> {
     type Output = Result<()>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         let (file, offset, data) = (this.file, this.offset, &mut this.data);
