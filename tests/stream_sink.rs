@@ -703,3 +703,45 @@ async fn sink_storing_directly_still_yields_to_the_runtime() {
     let at = (last * 8) % ((1 << 20) - 8);
     assert_eq!(file.load(at, 8).await.unwrap()[..], last.to_le_bytes());
 }
+
+/// Items of a KiB or more into a mapping larger than any processor cache
+/// are stored past the cache (non-temporal stores): every byte lands, at
+/// every alignment and length, in order with the small items around them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_items_stored_past_the_cache_land_whole() {
+    let s = Scratch::new();
+    // Sparse: only the pages written take space.
+    let len: u64 = 1 << 30;
+    let file = MappedFile::options()
+        .create(true)
+        .len(len)
+        .preallocate(false)
+        .open(s.path("big"))
+        .await
+        .expect("create");
+    let mut rng = SplitMix(77);
+    // Disjoint slots of 8 KiB, so every item can be checked afterwards.
+    let slots = len / 8192;
+    let mut items = Vec::new();
+    for i in 0..600u64 {
+        let slot = rng.range(0, slots / 600) * 600 + i;
+        let size = [1024usize, 4096, 1500, 4093, 8, 64][(i % 6) as usize];
+        let skew = rng.range(0, 9);
+        items.push((slot * 8192 + skew, Bytes::from(SplitMix::bytes(i, size))));
+    }
+    let mut sink = file.update_sink();
+    let mut all = stream::iter(items.iter().cloned().map(Ok));
+    prompt("send_all", sink.send_all(&mut all)).await.unwrap();
+    assert_eq!(sink.applied(), items.len() as u64);
+    for (offset, data) in &items {
+        let got = file.load(*offset, data.len() as u64).await.unwrap();
+        assert!(got == *data, "item at {offset} ({} bytes)", data.len());
+        // The bytes around it are untouched.
+        let before = file
+            .load(offset - offset % 8192, offset % 8192)
+            .await
+            .unwrap();
+        assert!(before.iter().all(|&b| b == 0), "bytes before {offset}");
+    }
+    file.close().await.unwrap();
+}

@@ -15,7 +15,7 @@ use crate::actor::write_method::WriteMethod;
 use crate::error::{Error, Result};
 use crate::region;
 use crate::sys::gate::Reading;
-use crate::sys::Generation;
+use crate::sys::{streaming, Generation};
 use crate::INLINE_COPY_MAX;
 
 /// Loads and updates up to this many bytes are served by the calling task
@@ -144,12 +144,25 @@ impl MappedFile {
             return 0;
         };
         let stored = reading.with(|generation, entered| {
+            // Items of a KiB or more into a mapping larger than the cache
+            // are stored past it (`sys::streaming`): no line to fetch.
+            let streams =
+                streaming::exceeds_cache(usize::try_from(generation.len()).unwrap_or(usize::MAX));
+            let streamed = |len: usize| streams && len >= streaming::ITEM_FROM;
             for (offset, data) in &items[..take] {
-                generation.prefetch_write(entered, *offset, data.len());
+                if !streamed(data.len()) {
+                    generation.prefetch_write(entered, *offset, data.len());
+                }
             }
             items[..take]
                 .iter()
-                .take_while(|(offset, data)| generation.write_direct(entered, *offset, data))
+                .take_while(|(offset, data)| {
+                    if streamed(data.len()) {
+                        generation.write_direct_streaming(entered, *offset, data)
+                    } else {
+                        generation.write_direct(entered, *offset, data)
+                    }
+                })
                 .count()
         });
         self.count_direct(reading, items[..stored].iter().map(|(_, d)| d.len() as u64));

@@ -115,7 +115,10 @@ const BUDGET_EVERY: u32 = 16;
 ///   stores them in one entry of the gate, their cache lines fetched side
 ///   by side first. That makes a sink of small random updates about twice
 ///   as fast as awaited updates, which each wait for their own line; when
-///   the actor is busy the sink batches instead. Such a sink spends the
+///   the actor is busy the sink batches instead. Items of 1 KiB or more
+///   into a mapping larger than the processor's last-level cache are
+///   stored past the cache (non-temporal stores, no line fetched first), so
+///   they are not in the cache afterwards. Such a sink spends the
 ///   task's scheduling budget as it goes, so `send_all` of a stream that
 ///   is always ready still yields to the runtime.
 /// - **Subscriptions**: changes are published as items are applied. While
