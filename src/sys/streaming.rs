@@ -16,7 +16,7 @@
 //!
 //! An update sink's gathered items of at least [`ITEM_FROM`] bytes take
 //! them too when the mapping is larger than the processor's last-level
-//! cache ([`exceeds_cache`]): random items into such a mapping miss the
+//! cache ([`cache_size`]): random items into such a mapping miss the
 //! cache nearly every time, and a stream of updates is not read back soon
 //! (`docs/PERFORMANCE.md`, P10).
 //!
@@ -35,12 +35,14 @@ pub(crate) const ITEM_FROM: usize = 1024;
 /// When the size of the last-level cache cannot be read.
 const CACHE_GUESS: usize = 32 << 20;
 
-/// Whether a mapping of `len` bytes is larger than the processor's
-/// last-level cache (as Linux reports it for CPU 0; 32 MiB when it does
-/// not), so that stores into random places of it mostly miss the cache.
-pub(crate) fn exceeds_cache(len: usize) -> bool {
+/// The size of the processor's last-level cache (as Linux reports it for
+/// CPU 0; 32 MiB when it does not): stores into random places of a mapping
+/// larger than that mostly miss the cache. The first call reads `sysfs`,
+/// so a caller that must make no syscall where it is (inside the gate)
+/// calls this first.
+pub(crate) fn cache_size() -> usize {
     static CACHE: OnceLock<usize> = OnceLock::new();
-    len > *CACHE.get_or_init(|| last_level_cache().unwrap_or(CACHE_GUESS))
+    *CACHE.get_or_init(|| last_level_cache().unwrap_or(CACHE_GUESS))
 }
 
 /// The largest cache `sysfs` lists for CPU 0, in bytes.
@@ -200,8 +202,7 @@ mod tests {
         // The machine's own answer, whatever it is, is a plausible size.
         let llc = super::last_level_cache().unwrap_or(super::CACHE_GUESS);
         assert!((1 << 10..=1 << 34).contains(&llc), "{llc}");
-        assert!(super::exceeds_cache(usize::MAX));
-        assert!(!super::exceeds_cache(0));
+        assert_eq!(super::cache_size(), llc);
     }
 
     use super::*;
