@@ -155,16 +155,22 @@ impl MappedFile {
                     generation.prefetch_write(entered, *offset, data.len());
                 }
             }
-            items[..take]
+            let stored = items[..take]
                 .iter()
                 .take_while(|(offset, data)| {
                     if streamed(data.len()) {
-                        generation.write_direct_streaming(entered, *offset, data)
+                        generation.write_direct_streaming_unfenced(entered, *offset, data)
                     } else {
                         generation.write_direct(entered, *offset, data)
                     }
                 })
-                .count()
+                .count();
+            // One fence for the run's stores past the cache, before the
+            // gate is left.
+            if streams {
+                streaming::fence();
+            }
+            stored
         });
         self.count_direct(reading, items[..stored].iter().map(|(_, d)| d.len() as u64));
         stored

@@ -373,6 +373,20 @@ impl Generation {
         offset: u64,
         data: &[u8],
     ) -> bool {
+        let written = self.write_direct_streaming_unfenced(entered, offset, data);
+        super::streaming::fence();
+        written
+    }
+
+    /// [`write_direct_streaming`](Self::write_direct_streaming) without its
+    /// closing fence: the caller runs [`super::streaming::fence`] before it
+    /// leaves the gate (one for a run of items).
+    pub(crate) fn write_direct_streaming_unfenced(
+        &self,
+        entered: &Entered<'_>,
+        offset: u64,
+        data: &[u8],
+    ) -> bool {
         if !self.writable {
             return false;
         }
@@ -388,7 +402,7 @@ impl Generation {
             return self.write_direct(entered, offset, data);
         }
         let (words, _) = self.atomic_words(start + head, body);
-        super::streaming::store_words(words, &data[head..head + body]);
+        super::streaming::store_words_unfenced(words, &data[head..head + body]);
         if head > 0 {
             self.write_direct(entered, offset, &data[..head]);
         }
