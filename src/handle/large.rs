@@ -124,39 +124,22 @@ fn rest_of<'a>(parts: &[&'a [u8]], mut done: usize) -> Vec<&'a [u8]> {
     rest
 }
 
-/// How much of a lease one trip to the blocking pool faults in.
-///
-/// The thread it wakes may run on the caller's own core (the scheduler
-/// lets a thread that slept run before the one that woke it), holding an
-/// executor thread off its core for as long as it runs: fresh pages are
-/// zeroed at about a gigabyte a second, so a 1 MiB prefault held a
-/// current-thread runtime's timers back by 0.8-1 ms (`docs/PERFORMANCE.md`,
-/// P5). 256 KiB pieces keep that near 250 µs, for four trips a mebibyte.
-const PREFAULT_PIECE: u64 = 256 * 1024;
-
-/// Faults a lease's pages in on the blocking pool where they are not in the
-/// page cache (a fresh file, a grown end), a piece at a time
-/// ([`PREFAULT_PIECE`]), so that their read-ahead, zeroing or reading never
-/// runs in the copy on this thread.
+/// Faults a lease's pages in on the blocking pool if they are not in the
+/// page cache (a fresh file, a grown end), so that their read-ahead,
+/// zeroing or reading never runs in the copy on this thread.
 async fn faulted_in<L: Send + 'static>(
     op: &'static str,
-    mut lease: L,
+    lease: L,
     grant: fn(&L) -> &Grant,
 ) -> Result<L> {
-    let len = grant(&lease).len();
-    let mut at = 0;
-    while at < len {
-        let piece = (len - at).min(PREFAULT_PIECE);
-        if !grant(&lease).resident(at, piece) {
-            lease = blocking::run(op, move || {
-                grant(&lease).prefault(at, piece);
-                Ok(lease)
-            })
-            .await?;
-        }
-        at += piece;
+    if grant(&lease).resident() {
+        return Ok(lease);
     }
-    Ok(lease)
+    blocking::run(op, move || {
+        grant(&lease).prefault();
+        Ok(lease)
+    })
+    .await
 }
 
 impl MappedFile {

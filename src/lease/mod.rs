@@ -61,24 +61,17 @@ pub(crate) struct Grant {
 }
 
 impl Grant {
-    /// Whether the granted bytes `[at, at + len)` (relative to the grant)
-    /// are in the page cache, so that copying them takes no read-ahead and
-    /// no zeroing of fresh pages.
-    pub(crate) fn resident(&self, at: u64, len: u64) -> bool {
+    /// Whether the granted pages are in the page cache, so that copying
+    /// them takes no read-ahead and no zeroing of fresh pages.
+    pub(crate) fn resident(&self) -> bool {
         let generation = self.bytes.generation();
-        generation.resident(self.offset + at, len)
+        generation.resident(self.offset, self.bytes.len() as u64)
     }
 
-    /// Faults the granted bytes `[at, at + len)` in for reading; run on the
-    /// blocking pool. Best effort: a failure leaves the copy to fault them
-    /// itself.
-    pub(crate) fn prefault(&self, at: u64, len: u64) {
+    /// Faults the granted pages in for reading; run on the blocking pool.
+    /// Best effort: a failure leaves the copy to fault them itself.
+    pub(crate) fn prefault(&self) {
         let generation = self.bytes.generation();
-        let _ = generation.populate(self.offset + at, len);
-    }
-
-    /// The length of the grant.
-    pub(crate) fn len(&self) -> u64 {
-        self.bytes.len() as u64
+        let _ = generation.populate(self.offset, self.bytes.len() as u64);
     }
 }
