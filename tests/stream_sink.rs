@@ -705,43 +705,73 @@ async fn sink_storing_directly_still_yields_to_the_runtime() {
 }
 
 /// Items of a KiB or more into a mapping larger than any processor cache
-/// are stored past the cache (non-temporal stores): every byte lands, at
-/// every alignment and length, in order with the small items around them.
+/// are stored past the cache (non-temporal stores) wherever they are
+/// stored: by the sink itself (no subscription), by the actor (one
+/// subscription), or by the sink with its changes held (four): every byte
+/// lands, at every alignment and length, in order with the small items
+/// around them, and every change is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_items_stored_past_the_cache_land_whole() {
+    use futures::StreamExt;
     let s = Scratch::new();
     // Sparse: only the pages written take space.
     let len: u64 = 1 << 30;
-    let file = MappedFile::options()
-        .create(true)
-        .len(len)
-        .preallocate(false)
-        .open(s.path("big"))
-        .await
-        .expect("create");
-    let mut rng = SplitMix(77);
-    // Disjoint slots of 8 KiB, so every item can be checked afterwards.
-    let slots = len / 8192;
-    let mut items = Vec::new();
-    for i in 0..600u64 {
-        let slot = rng.range(0, slots / 600) * 600 + i;
-        let size = [1024usize, 4096, 1500, 4093, 8, 64][(i % 6) as usize];
-        let skew = rng.range(0, 9);
-        items.push((slot * 8192 + skew, Bytes::from(SplitMix::bytes(i, size))));
-    }
-    let mut sink = file.update_sink();
-    let mut all = stream::iter(items.iter().cloned().map(Ok));
-    prompt("send_all", sink.send_all(&mut all)).await.unwrap();
-    assert_eq!(sink.applied(), items.len() as u64);
-    for (offset, data) in &items {
-        let got = file.load(*offset, data.len() as u64).await.unwrap();
-        assert!(got == *data, "item at {offset} ({} bytes)", data.len());
-        // The bytes around it are untouched.
-        let before = file
-            .load(offset - offset % 8192, offset % 8192)
+    for (round, subs) in [0usize, 1, 4].into_iter().enumerate() {
+        let file = MappedFile::options()
+            .create(true)
+            .len(len)
+            .preallocate(false)
+            .open(s.path(&format!("big{round}")))
             .await
-            .unwrap();
-        assert!(before.iter().all(|&b| b == 0), "bytes before {offset}");
+            .expect("create");
+        let mut rng = SplitMix(77 + round as u64);
+        // Disjoint slots of 8 KiB, so every item can be checked afterwards.
+        let slots = len / 8192;
+        let mut items = Vec::new();
+        for i in 0..600u64 {
+            let slot = rng.range(0, slots / 600) * 600 + i;
+            let size = [1024usize, 4096, 1500, 4093, 8, 64][(i % 6) as usize];
+            let skew = rng.range(0, 9);
+            items.push((slot * 8192 + skew, Bytes::from(SplitMix::bytes(i, size))));
+        }
+        let mut counters = Vec::new();
+        for _ in 0..subs {
+            let mut sub = file.subscribe(..);
+            counters.push(tokio::spawn(async move {
+                let mut seen = 0u64;
+                while let Some(change) = sub.next().await {
+                    match change {
+                        Ok(_) => seen += 1,
+                        Err(Error::Lagged { missed }) => seen += missed,
+                        Err(e) => panic!("subscription: {e}"),
+                    }
+                }
+                seen
+            }));
+        }
+        let mut sink = file.update_sink();
+        let mut all = stream::iter(items.iter().cloned().map(Ok));
+        prompt("send_all", sink.send_all(&mut all)).await.unwrap();
+        assert_eq!(sink.applied(), items.len() as u64);
+        drop(sink);
+        for (offset, data) in &items {
+            let got = file.load(*offset, data.len() as u64).await.unwrap();
+            assert!(
+                got == *data,
+                "{subs} subscriptions: item at {offset} ({} bytes)",
+                data.len()
+            );
+            // The bytes before it in its slot are untouched.
+            let before = file
+                .load(offset - offset % 8192, offset % 8192)
+                .await
+                .unwrap();
+            assert!(before.iter().all(|&b| b == 0), "bytes before {offset}");
+        }
+        file.close().await.unwrap();
+        for counter in counters {
+            let seen = prompt("subscription end", counter).await.unwrap();
+            assert_eq!(seen, items.len() as u64, "{subs} subscriptions");
+        }
     }
-    file.close().await.unwrap();
 }

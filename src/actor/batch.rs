@@ -29,6 +29,7 @@ use crate::region::{self, ByteRange};
 use crate::request::{Inline, OnConflict, Owner, Reply};
 use crate::stream::inbox::Draft;
 use crate::stream::ChangeKind;
+use crate::sys::streaming;
 
 /// The order of one sink's batches, as the actor keeps it. The sink owns
 /// it; batches point to it weakly (a batch waiting in the line must not
@@ -215,6 +216,11 @@ impl Actor {
             .then(|| self.table.clear(&everything))
             .flatten();
         let file_len = open.current.len();
+        // Items of a KiB or more into a mapping larger than the cache are
+        // stored past it, with one fence for the batch (as a sink's own
+        // runs are, `MappedFile::update_fast_run`).
+        let streams = file_len > streaming::cache_size() as u64;
+        let mut streamed = false;
         while let Some((offset, data)) = batch.items.get(batch.next) {
             let range = match region::check(*offset, data.len() as u64, file_len) {
                 Ok(range) => range,
@@ -234,7 +240,14 @@ impl Actor {
                     break;
                 }
             };
-            self.opens[index].current.write(cleared, *offset, data);
+            if streams && data.len() >= streaming::ITEM_FROM {
+                self.opens[index]
+                    .current
+                    .write_streaming_unfenced(cleared, *offset, data);
+                streamed = true;
+            } else {
+                self.opens[index].current.write(cleared, *offset, data);
+            }
             written += data.len() as u64;
             if watched {
                 if drafts.len() == PUBLISH_MAX {
@@ -246,6 +259,9 @@ impl Actor {
                 drafts.push(Draft::of(*offset, ChangeKind::Update, data, with_bytes));
             }
             batch.next += 1;
+        }
+        if streamed {
+            streaming::fence();
         }
         feed.publish(drafts);
         // Counted for the flush policies.

@@ -10,6 +10,7 @@ use super::MappedFile;
 use crate::actor::write_method::WriteMethod;
 use crate::stream::inbox::Draft;
 use crate::stream::ChangeKind;
+use crate::sys::streaming;
 
 /// The bytes [`MappedFile::update_published`] copies in one gate entry: a
 /// holder (a lease, a resize) waits for about this much copying at most.
@@ -62,13 +63,23 @@ impl MappedFile {
         {
             return false;
         }
+        // Read before the gate is entered: the first call reads `sysfs`.
+        let cache = streaming::cache_size() as u64;
         let Some(reading) = self.shared.current.enter() else {
             return false;
         };
         let len = data.len() as u64;
         let written = self.shared.feed.hold(|with_bytes| {
-            let wrote =
-                reading.with(|generation, entered| generation.write_direct(entered, offset, data));
+            let wrote = reading.with(|generation, entered| {
+                // Stored past the cache into a mapping larger than it, as
+                // the unwatched sink's items are (`update_fast_run`); the
+                // change's bytes are the item's, not the mapping's.
+                if generation.len() > cache && data.len() >= streaming::ITEM_FROM {
+                    generation.write_direct_streaming(entered, offset, data)
+                } else {
+                    generation.write_direct(entered, offset, data)
+                }
+            });
             wrote.then(|| Draft::of(offset, ChangeKind::Update, data, with_bytes))
         });
         if !written {

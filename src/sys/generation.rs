@@ -220,6 +220,16 @@ impl Generation {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr_at(start), data.len()) }
     }
 
+    /// [`write`](Self::write) with stores past the cache
+    /// ([`super::streaming`]), unfenced: the caller runs
+    /// [`super::streaming::fence`] before the bytes may be seen elsewhere
+    /// (the actor's batch of updates takes one).
+    pub(crate) fn write_streaming_unfenced(&self, cleared: &Cleared, offset: u64, data: &[u8]) {
+        self.with_mut(cleared, offset, data.len(), |dst| {
+            super::streaming::copy_unfenced(dst, data)
+        });
+    }
+
     /// The words overlapping `[start, start + len)` as atomics, for direct
     /// operations, with the byte offset of `start` in the first word.
     ///

@@ -14,11 +14,13 @@
 //! at least a mebibyte ([`crate::handle`]'s large path), whose bytes are not
 //! going to be read back from the cache soon.
 //!
-//! An update sink's gathered items of at least [`ITEM_FROM`] bytes take
-//! them too when the mapping is larger than the processor's last-level
-//! cache ([`cache_size`]): random items into such a mapping miss the
-//! cache nearly every time, and a stream of updates is not read back soon
-//! (`docs/PERFORMANCE.md`, P10).
+//! Update sinks' items of at least [`ITEM_FROM`] bytes take them too when
+//! the mapping is larger than the processor's last-level cache
+//! ([`cache_size`]), wherever they are stored (the sink's own runs, its
+//! held items, the actor's batches): random items into such a mapping miss
+//! the cache nearly every time, and a stream of updates is not read back
+//! soon (`docs/PERFORMANCE.md`, P10, P11). Each run or batch takes one
+//! [`fence`].
 //!
 //! On other architectures the same functions copy with plain (or relaxed
 //! atomic) stores.
@@ -76,6 +78,8 @@ fn parse_size(text: &str) -> Option<usize> {
 /// bypass the cache where the processor has them; `src.len()` must be
 /// `8 * words.len()`. When this returns, the stores are ordered before every
 /// later store of this thread (as relaxed stores are before a release).
+/// (The callers take [`store_words_unfenced`] and one [`fence`] for many.)
+#[cfg(test)]
 pub(crate) fn store_words(words: &[AtomicU64], src: &[u8]) {
     store_words_unfenced(words, src);
     fence();
@@ -95,7 +99,8 @@ pub(crate) fn fence() {
     };
 }
 
-/// [`store_words`] without its closing [`fence`]: the caller must run one
+/// Stores `src` into `words` as `store_words` does (the test-only form
+/// with its fence), without the closing [`fence`]: the caller must run one
 /// before anything that publishes the stores (leaving the gate).
 pub(crate) fn store_words_unfenced(words: &[AtomicU64], src: &[u8]) {
     assert_eq!(src.len(), words.len() * 8, "one word of source per word");
@@ -185,6 +190,13 @@ fn store_one(word: &AtomicU64, bytes: &[u8]) {
 /// Copies `src` into `dst` (of the same length) with stores that bypass
 /// the cache where the processor has them; a plain copy elsewhere.
 pub(crate) fn copy(dst: &mut [u8], src: &[u8]) {
+    copy_unfenced(dst, src);
+    fence();
+}
+
+/// [`copy`] without its closing [`fence`]: the caller runs one before the
+/// bytes may be seen by another thread (a batch of copies takes one).
+pub(crate) fn copy_unfenced(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len(), "copy between slices of one length");
     // The bytes before the first aligned word and after the last go the
     // plain way; the words between as non-temporal stores.
@@ -204,7 +216,7 @@ pub(crate) fn copy(dst: &mut [u8], src: &[u8]) {
     // see it either way.
     let words =
         unsafe { std::slice::from_raw_parts(dst_body.as_mut_ptr().cast::<AtomicU64>(), body / 8) };
-    store_words(words, &src[head..head + body]);
+    store_words_unfenced(words, &src[head..head + body]);
 }
 
 #[cfg(test)]
