@@ -167,7 +167,7 @@ impl MappedFile {
                 .count();
             // One fence for the run's stores past the cache, before the
             // gate is left.
-            if streams {
+            if items[..stored].iter().any(|(_, data)| streamed(data.len())) {
                 streaming::fence();
             }
             stored
