@@ -219,7 +219,6 @@ impl Actor {
         // Items of a KiB or more into a mapping larger than the cache are
         // stored past it, with one fence for the batch (as a sink's own
         // runs are, `MappedFile::update_fast_run`).
-        let streams = file_len > streaming::cache_size() as u64;
         let mut streamed = false;
         while let Some((offset, data)) = batch.items.get(batch.next) {
             let range = match region::check(*offset, data.len() as u64, file_len) {
@@ -240,7 +239,7 @@ impl Actor {
                     break;
                 }
             };
-            if streams && data.len() >= streaming::ITEM_FROM {
+            if streaming::pays(file_len, data.len()) {
                 self.opens[index]
                     .current
                     .write_streaming_unfenced(cleared, *offset, data);

@@ -91,7 +91,12 @@ async fn open_anonymous(op: &'static str, len: u64, huge: bool) -> Result<Mapped
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::NoRuntime { op });
     }
-    let probe = blocking::run(op, move || anonymous::probe(len, huge)).await?;
+    let probe = blocking::run(op, move || {
+        // As for files (`MappedFile::open_unspawned`).
+        crate::sys::streaming::cache_size();
+        anonymous::probe(len, huge)
+    })
+    .await?;
     let hugetlb = matches!(probe.anonymous, Some(Memory::Hugetlb { .. }));
     let mut opts = OpenOptions::new();
     // Huge pages from the pool are reserved as they are added (a fault

@@ -140,16 +140,13 @@ impl MappedFile {
         if take == 0 {
             return 0;
         }
-        // Read before the gate is entered: the first call reads `sysfs`.
-        let cache = streaming::cache_size() as u64;
         let Some(reading) = self.shared.current.enter() else {
             return 0;
         };
         let stored = reading.with(|generation, entered| {
             // Items of a KiB or more into a mapping larger than the cache
             // are stored past it (`sys::streaming`): no line to fetch.
-            let streams = generation.len() > cache;
-            let streamed = |len: usize| streams && len >= streaming::ITEM_FROM;
+            let streamed = |len: usize| streaming::pays(generation.len(), len);
             for (offset, data) in &items[..take] {
                 if !streamed(data.len()) {
                     generation.prefetch_write(entered, *offset, data.len());

@@ -69,7 +69,13 @@ impl OpenOptions {
         disk::check_options(self)?;
         let path = path.as_ref().to_path_buf();
         let opts = self.clone();
-        let probe = blocking::run("open", move || disk::probe(&opts, path)).await?;
+        let probe = blocking::run("open", move || {
+            // Read here, off the executor: the direct path asks for it
+            // inside the gate (`sys::streaming::pays`).
+            crate::sys::streaming::cache_size();
+            disk::probe(&opts, path)
+        })
+        .await?;
         let id = probe.id;
         let registry = registry();
         let slot = registry.slot(id);

@@ -63,8 +63,6 @@ impl MappedFile {
         {
             return false;
         }
-        // Read before the gate is entered: the first call reads `sysfs`.
-        let cache = streaming::cache_size() as u64;
         let Some(reading) = self.shared.current.enter() else {
             return false;
         };
@@ -74,7 +72,7 @@ impl MappedFile {
                 // Stored past the cache into a mapping larger than it, as
                 // the unwatched sink's items are (`update_fast_run`); the
                 // change's bytes are the item's, not the mapping's.
-                if generation.len() > cache && data.len() >= streaming::ITEM_FROM {
+                if streaming::pays(generation.len(), data.len()) {
                     generation.write_direct_streaming(entered, offset, data)
                 } else {
                     generation.write_direct(entered, offset, data)

@@ -37,11 +37,20 @@ pub(crate) const ITEM_FROM: usize = 1024;
 /// When the size of the last-level cache cannot be read.
 const CACHE_GUESS: usize = 32 << 20;
 
+/// Whether an item of `item_len` bytes into a mapping of `mapping_len`
+/// bytes is stored past the cache: at least [`ITEM_FROM`] bytes, into a
+/// mapping larger than the last-level cache ([`cache_size`]).
+#[inline]
+pub(crate) fn pays(mapping_len: u64, item_len: usize) -> bool {
+    item_len >= ITEM_FROM && mapping_len > cache_size() as u64
+}
+
 /// The size of the processor's last-level cache (as Linux reports it for
 /// CPU 0; 32 MiB when it does not): stores into random places of a mapping
-/// larger than that mostly miss the cache. The first call reads `sysfs`,
-/// so a caller that must make no syscall where it is (inside the gate)
-/// calls this first.
+/// larger than that mostly miss the cache. The first call reads `sysfs`;
+/// every open makes it on the blocking pool (`MappedFile::open_unspawned`,
+/// the anonymous maps' probe), so later calls, inside the gate or on an
+/// executor thread, are a load.
 pub(crate) fn cache_size() -> usize {
     static CACHE: OnceLock<usize> = OnceLock::new();
     *CACHE.get_or_init(|| last_level_cache().unwrap_or(CACHE_GUESS))
@@ -221,22 +230,22 @@ pub(crate) fn copy_unfenced(dst: &mut [u8], src: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn cache_sizes_parse() {
-        assert_eq!(super::parse_size("48K"), Some(48 << 10));
-        assert_eq!(super::parse_size("49152K"), Some(48 << 20));
-        assert_eq!(super::parse_size("32M"), Some(32 << 20));
-        assert_eq!(super::parse_size("512"), Some(512));
-        assert_eq!(super::parse_size("12Q"), None);
-        assert_eq!(super::parse_size(""), None);
-        // The machine's own answer, whatever it is, is a plausible size.
-        let llc = super::last_level_cache().unwrap_or(super::CACHE_GUESS);
-        assert!((1 << 10..=1 << 34).contains(&llc), "{llc}");
-        assert_eq!(super::cache_size(), llc);
-    }
-
     use super::*;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn cache_sizes_parse() {
+        assert_eq!(parse_size("48K"), Some(48 << 10));
+        assert_eq!(parse_size("49152K"), Some(48 << 20));
+        assert_eq!(parse_size("32M"), Some(32 << 20));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("12Q"), None);
+        assert_eq!(parse_size(""), None);
+        // The machine's own answer, whatever it is, is a plausible size.
+        let llc = last_level_cache().unwrap_or(CACHE_GUESS);
+        assert!((1 << 10..=1 << 34).contains(&llc), "{llc}");
+        assert_eq!(cache_size(), llc);
+    }
 
     #[test]
     fn copies_every_alignment_and_length() {
